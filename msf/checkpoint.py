@@ -1,0 +1,149 @@
+"""Checkpoint reading (every layout of DESIGN §3.3, untrusted: ``weights_only=True``) and writing."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from msf.errors import MsfError
+from msf.labels import LABELS, PALETTE
+from msf.model import ModelConfig, MicroSegFormer
+from msf.paths import WEIGHTS_PATH
+
+INPUT_CONVENTION = {"color": "rgb", "layout": "NCHW", "scale": "1/255", "mean": None, "std": None}
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file safely; a clear error for missing or non-checkpoint files."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsfError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        raise MsfError(f"{path} is not a readable PyTorch checkpoint ({_load_error_reason(exc)})") from None
+    if not isinstance(obj, dict):
+        raise MsfError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _load_error_reason(exc: Exception) -> str:
+    """The informative line of torch.load's long multi-paragraph errors."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if "WeightsUnpickler error" in str(exc):
+        # Lines after the marker say what the unpickler refused (e.g. a class: code could run).
+        after = str(exc).split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        reason = after[0].strip() if after else "refused by the safe loader"
+        return f"refused by the safe loader: {reason[:160]}"
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def extract_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model weights of any accepted layout, with a DataParallel/DDP ``module.`` prefix removed."""
+    for key in ("model_state_dict", "state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise MsfError(f"{source} contains no weights (expected model_state_dict, state_dict or a bare state dict)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> ModelConfig:
+    """Architecture read from the weights' shapes (LMSA detected from its keys)."""
+    cfg = ModelConfig()
+    dims, depths, srs = [], [], []
+    for i in range(1, 5):
+        w = state.get(f"patch_embed{i}.proj.weight")
+        if w is None:
+            return ModelConfig(use_lmsa=any(k.startswith("decoder.lmsa.") for k in state))
+        dims.append(int(w.shape[0]))
+        blocks = {int(m.group(1)) for k in state if (m := re.match(rf"block{i}\.(\d+)\.", k))}
+        depths.append(max(blocks) + 1 if blocks else 0)
+        sr = state.get(f"block{i}.0.attn.sr.weight")
+        srs.append(int(sr.shape[-1]) if sr is not None else 1)
+    cfg.embed_dims, cfg.depths, cfg.sr_ratios = dims, depths, srs
+    fc1 = state.get("block1.0.mlp.fc1.weight")
+    if fc1 is not None:
+        cfg.mlp_ratio = fc1.shape[0] / fc1.shape[1]
+    seg = state.get("decoder.conv_seg.weight")
+    if seg is not None:
+        cfg.num_classes, cfg.decoder_dim = int(seg.shape[0]), int(seg.shape[1])
+    cfg.use_lmsa = any(k.startswith("decoder.lmsa.") for k in state)
+    return cfg
+
+
+def _describe_mismatch(model: MicroSegFormer, state: dict[str, torch.Tensor]) -> str | None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts) or None
+
+
+def build_model_from_state(state: dict[str, torch.Tensor], config: ModelConfig | dict | None = None,
+                           source: str = "checkpoint") -> MicroSegFormer:
+    """A MicroSegFormer holding ``state``; one-line error naming what does not fit."""
+    if isinstance(config, dict):
+        config = ModelConfig(**config)
+    model = MicroSegFormer(config=config or infer_config(state))
+    problem = _describe_mismatch(model, state)
+    if problem:
+        raise MsfError(f"{source} is not a MicroSegFormer checkpoint: {problem}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_checkpoint_model(path: str | Path | None = None,
+                          map_location: str | torch.device = "cpu") -> MicroSegFormer:
+    """A MicroSegFormer in eval mode from a checkpoint path (None = the shipped weights)."""
+    if path is None:
+        if not WEIGHTS_PATH.is_file():
+            raise MsfError(f"no shipped weights in this install (looked for {WEIGHTS_PATH}); pass a checkpoint")
+        path = WEIGHTS_PATH
+    obj = read_checkpoint(path)
+    state = extract_state_dict(obj, source=str(path))
+    model_cfg = (obj.get("config") or {}).get("model") if isinstance(obj.get("config"), dict) else None
+    model = build_model_from_state({k: v.float() for k, v in state.items()}, model_cfg, source=str(path))
+    return model.to(map_location).eval()
+
+
+def checkpoint_metadata(path: str | Path | None = None) -> dict[str, Any]:
+    """Everything in a checkpoint except tensors and optimizer state (config, history, ...)."""
+    obj = read_checkpoint(path or WEIGHTS_PATH)
+    skip = {"model_state_dict", "state_dict", "optimizer_state_dict", "scheduler_state_dict", "scaler_state_dict"}
+    return {k: v for k, v in obj.items() if k not in skip and not isinstance(v, torch.Tensor)}
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def standard_metadata() -> dict[str, Any]:
+    """Labels, palette and input convention stored in every checkpoint msf writes."""
+    return {"labels": list(LABELS), "palette": PALETTE.tolist(), "input": dict(INPUT_CONVENTION)}

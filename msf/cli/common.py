@@ -1,0 +1,37 @@
+"""Shared argparse setup for the msf command-line tools."""
+
+from __future__ import annotations
+
+import argparse
+
+from msf import __version__
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and shows defaults that say something (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" not in text and action.default not in (None, False, argparse.SUPPRESS) \
+                and action.option_strings and action.nargs != 0:
+            text += " (default: %(default)s)"
+        return text
+
+
+def make_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An ArgumentParser with ``--version`` and defaults shown in ``--help``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def int_list(text: str) -> list[int]:
+    """``"256,384,512"`` -> [256, 384, 512] (argparse type)."""
+    try:
+        values = [int(v) for v in text.replace("/", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values

@@ -1,0 +1,161 @@
+"""``msf-eval``: score a checkpoint on labeled faces (CE7454 F-score, literature F1, mIoU, per class)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from msf.cli.common import int_list, make_parser
+from msf.errors import MsfError, run_cli
+
+EPILOG = """\
+examples:
+  msf-eval                                    # shipped weights on the data root
+  msf-eval --ckpt runs/msf/best.pt --split val --size 256,384,512
+  msf-eval --data test_images/ --save-masks preds/   # unlabeled images: masks only (submission format)
+"""
+
+
+def build_parser():
+    p = make_parser("msf-eval", "Evaluate a MicroSegFormer checkpoint on face images.", EPILOG)
+    p.add_argument("--ckpt", metavar="PATH", help="checkpoint (.pt/.pth); default: the shipped weights")
+    p.add_argument("--data", metavar="DIR",
+                   help="CE7454 layout, official CelebAMask-HQ layout, or a folder of images "
+                        "(default: $MSF_DATA or ../shared/data/faces)")
+    p.add_argument("--split", choices=["all", "val", "train"], default="all",
+                   help="val/train = the checkpoint's own held-out names (stored at training time)")
+    p.add_argument("--size", type=int_list, default=[512], metavar="N[,N...]",
+                   help="model input size(s); predictions are scored at the label resolution")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="inference precision")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    p.add_argument("--save-masks", metavar="DIR", help="write single-channel palette PNG masks named like the images")
+    p.add_argument("--save-overlays", metavar="DIR", help="write colour overlays (JPEG) named like the images")
+    p.add_argument("--json", metavar="FILE", help="write all numbers as JSON")
+    p.add_argument("--per-class", action=argparse.BooleanOptionalAction, default=True,
+                   help="print the per-class table")
+    return p
+
+
+def _select(samples, split: str, meta: dict):
+    if split == "all":
+        return samples
+    val = set(meta.get("val_names") or [])
+    if not val:
+        raise MsfError("--split needs a checkpoint that records its validation names (msf-train writes them)")
+    chosen = [s for s in samples if (s.name in val) == (split == "val")]
+    if not chosen:
+        raise MsfError(f"none of the checkpoint's {split} images are in this data folder")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from msf.checkpoint import checkpoint_metadata
+    from msf.data import list_samples, read_image, read_pair
+    from msf.evaluate import evaluate_pairs, predict_labels
+    from msf.model import load_model
+    from msf.paths import data_root
+    from msf.train import resolve_device
+    from msf.visualize import overlay, save_label_png, save_rgb
+
+    root = args.data or data_root()
+    if root is None:
+        raise MsfError("no data: pass --data DIR or set MSF_DATA")
+    device = resolve_device(args.device)
+    model = load_model(args.ckpt, map_location=device)
+    meta = checkpoint_metadata(args.ckpt)
+    samples = list_samples(root, require_masks=False)
+    labeled = all(s.mask is not None or s.official_root is not None for s in samples)
+    samples = _select(samples, args.split, meta)[: args.limit]
+    masks_dir = Path(args.save_masks) if args.save_masks else None
+    over_dir = Path(args.save_overlays) if args.save_overlays else None
+    for d in (masks_dir, over_dir):
+        if d is not None:
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MsfError(f"cannot create output folder {d}: {exc.strerror}") from None
+
+    if not labeled:
+        if masks_dir is None and over_dir is None:
+            raise MsfError(f"{root} has no masks: nothing to score (use --save-masks to predict)")
+        for s in tqdm(samples, desc="predict", unit="img", disable=None):
+            img = read_image(s.image)
+            pred = predict_labels(model, [img], args.size[0], device, args.amp)[0]
+            _save(s, img, pred, masks_dir, over_dir, save_label_png, save_rgb, overlay)
+        print(f"wrote predictions for {len(samples)} images", file=sys.stderr)
+        return 0
+
+    pairs = [read_pair(s) for s in tqdm(samples, desc="load", unit="img", disable=None)]
+    results = {}
+    for i, size in enumerate(args.size):
+        hook = None
+        if i == 0 and (masks_dir or over_dir):
+            def hook(idx, pred):
+                _save(samples[idx], pairs[idx][0], pred, masks_dir, over_dir, save_label_png, save_rgb, overlay)
+        t0 = time.perf_counter()
+        with tqdm(total=len(pairs), desc=f"eval @{size}", unit="img", disable=None) as bar:
+            res = evaluate_pairs(model, pairs, size, device, args.amp, args.batch, hook, bar.update)
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+        results[size] = res
+    _print_tables(results, args, root)
+    if args.json:
+        out = {"checkpoint": args.ckpt or "shipped", "data": str(root), "split": args.split,
+               "amp": args.amp, "results": {str(k): v for k, v in results.items()}}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def _save(sample, img, pred, masks_dir, over_dir, save_label_png, save_rgb, overlay) -> None:
+    if masks_dir is not None:
+        save_label_png(masks_dir / f"{sample.name}.png", pred)
+    if over_dir is not None:
+        save_rgb(over_dir / f"{sample.name}.jpg", overlay(img, pred))
+
+
+def _print_tables(results: dict, args, root) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from msf.labels import LABELS
+
+    console = Console()
+    sizes = list(results)
+    if args.per_class:
+        t = Table(title="per-class F1 / IoU")
+        t.add_column("id", justify="right")
+        t.add_column("class")
+        for s in sizes:
+            t.add_column(f"F1 @{s}", justify="right")
+            t.add_column(f"IoU @{s}", justify="right")
+        t.add_column("pixels", justify="right")
+        for cid, name in enumerate(LABELS):
+            row = [str(cid), name]
+            for s in sizes:
+                pc = results[s]["per_class"][name]
+                row += ([f"{pc['f1']:.3f}", f"{pc['iou']:.3f}"] if pc["support"] else ["-", "-"])
+            row.append(f"{results[sizes[0]]['per_class'][name]['support']:,}")
+            t.add_row(*row)
+        console.print(t)
+    s = Table(title=f"msf-eval: {results[sizes[0]]['images']} images from {root} (split {args.split})")
+    for col in ("input size", "CE7454 F-score", "F1 (lit., fg mean)", "mIoU", "pixel acc.", "seconds"):
+        s.add_column(col, justify="right")
+    for size, r in results.items():
+        s.add_row(f"{size}²", f"{r['f_score']:.4f}", f"{r['f1_literature']:.4f}", f"{r['miou']:.4f}",
+                  f"{r['pixel_accuracy']:.4f}", f"{r['seconds']:.1f}")
+    console.print(s)
+
+
+def entry() -> None:
+    sys.exit(run_cli("msf-eval", main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,155 @@
+"""Training configuration: the seed recipe as defaults, a CPU preset, YAML/JSON files, overrides."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from msf.errors import MsfError
+from msf.model import ModelConfig
+
+
+@dataclass
+class Phase:
+    """A run of epochs at one square input size and batch size (progressive resolution)."""
+
+    epochs: int
+    size: int = 512
+    batch: int = 32
+
+
+@dataclass
+class AugConfig:
+    flip: float = 0.5
+    rotate: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Seed recipe (DESIGN §3.4), sized for a GPU: 150 epochs at 512², batch 32."""
+
+    data: str | None = None
+    out: str = "runs/msf"
+    phases: list[Phase] = field(default_factory=lambda: [Phase(150, 512, 32)])
+    lr: float = 1.5e-3
+    min_lr: float = 0.0
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
+    clip_norm: float = 1.0
+    patience: int = 30
+    dice_weight: float = 0.5
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    val_count: int = 100
+    val_every: int = 1
+    seed: int = 42
+    workers: int = 0
+    device: str = "auto"
+    max_minutes: float | None = None
+    max_steps: int | None = None
+    train_limit: int | None = None
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["aug"]["scale"] = list(self.aug.scale)
+        return d
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpu": {},
+    # Measured on the 2-core machines (README "Training"): most epochs at 256², a short
+    # 384² bridge, the last ones at 512² — about two hours with the cheap forward pass.
+    "cpu": {
+        "phases": [
+            {"epochs": 40, "size": 256, "batch": 16},
+            {"epochs": 8, "size": 384, "batch": 12},
+            {"epochs": 12, "size": 512, "batch": 8},
+        ],
+        "warmup_epochs": 1.0,
+        "min_lr": 1e-5,
+        "patience": 10,
+        "amp": "bf16",
+    },
+    # Seconds, for tests and smoke runs.
+    "tiny": {
+        "phases": [{"epochs": 1, "size": 64, "batch": 4}],
+        "warmup_epochs": 0.0,
+        "val_count": 4,
+        "train_limit": 16,
+        "amp": "off",
+    },
+}
+
+
+def _build(cls, data: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise MsfError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
+    return cls(**data)
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a (possibly partial) nested dict, validating key names."""
+    d = dict(d)
+    if "phases" in d:
+        phases = []
+        for p in d["phases"]:
+            phases.append(p if isinstance(p, Phase) else _build(Phase, p))
+        d["phases"] = phases
+    if isinstance(d.get("aug"), dict):
+        aug = dict(d["aug"])
+        if "scale" in aug:
+            aug["scale"] = tuple(aug["scale"])
+        d["aug"] = _build(AugConfig, aug)
+    if isinstance(d.get("model"), dict):
+        d["model"] = _build(ModelConfig, d["model"])
+    return _build(TrainConfig, d)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``over`` wins; lists are replaced, not merged)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MsfError(f"config file not found: {path}")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise MsfError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise MsfError(f"config {path} must hold a mapping")
+    return data
+
+
+def parse_phases(text: str) -> list[dict[str, int]]:
+    """``"24x256@16,4x512@8"`` -> phases of (epochs x size @ batch)."""
+    phases = []
+    for part in text.split(","):
+        try:
+            ep, rest = part.strip().split("x")
+            size, batch = rest.split("@")
+            phases.append({"epochs": int(ep), "size": int(size), "batch": int(batch)})
+        except ValueError:
+            raise MsfError(f"bad phase {part!r}: expected EPOCHSxSIZE@BATCH, e.g. 24x256@16") from None
+    return phases

@@ -1,0 +1,71 @@
+"""Prediction and scoring of a model on labeled images (shared by training and ``msf-eval``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from msf.data import resize_image, to_tensor
+from msf.metrics import MetricAccumulator
+
+
+def autocast(device: torch.device, amp: str):
+    """An autocast context for ``amp`` in {off, bf16, fp16} (``off`` = plain fp32)."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: list[np.ndarray], size: int,
+                   device: torch.device | str = "cpu", amp: str = "off") -> torch.Tensor:
+    """Logits (N×C×H×W at the images' own size) for same-sized RGB uint8 images run at ``size``²."""
+    device = torch.device(device)
+    h, w = images[0].shape[:2]
+    x = torch.stack([to_tensor(resize_image(im, size)) for im in images]).to(device)
+    with autocast(device, amp):
+        logits = model(x)
+    logits = logits.float()
+    if logits.shape[-2:] != (h, w):
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits
+
+
+def predict_labels(model: torch.nn.Module, images: list[np.ndarray], size: int,
+                   device: torch.device | str = "cpu", amp: str = "off") -> np.ndarray:
+    """Class ids (N×H×W uint8) for same-sized RGB uint8 images run at ``size``²."""
+    return predict_logits(model, images, size, device, amp).argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def batched(items: list, n: int) -> Iterable[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def evaluate_pairs(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], size: int,
+                   device: torch.device | str = "cpu", amp: str = "off", batch: int = 8,
+                   on_prediction: Callable[[int, np.ndarray], None] | None = None,
+                   progress: Callable[[int], None] | None = None) -> dict:
+    """Score ``model`` on (image, mask) pairs at input ``size``; labels compared at mask size."""
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator()
+    idx = 0
+    try:
+        for chunk in batched(pairs, batch):
+            preds = predict_labels(model, [im for im, _ in chunk], size, device, amp)
+            for (_, mask), pred in zip(chunk, preds):
+                acc.update(mask, pred)
+                if on_prediction is not None:
+                    on_prediction(idx, pred)
+                idx += 1
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        model.train(was_training)
+    return acc.summary()

@@ -1,0 +1,61 @@
+"""Label maps as palette PNGs and colour overlays (shared by msf-eval, the runtime and docs)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from msf.labels import PALETTE, palette_bytes
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """H×W class ids -> H×W×3 RGB palette colours."""
+    return PALETTE[labels]
+
+
+def overlay(image_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the palette colours of ``labels`` over an RGB image (background left untouched)."""
+    color = colorize(labels)
+    out = cv2.addWeighted(image_rgb, 1 - alpha, color, alpha, 0)
+    bg = labels == 0
+    out[bg] = image_rgb[bg]
+    return out
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write class ids as a single-channel palette PNG (the CE7454 submission format)."""
+    im = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette makes it P
+    im.putpalette(palette_bytes())
+    _atomic_write(Path(path), lambda tmp: im.save(tmp, format="PNG"))
+
+
+def save_rgb(path: str | Path, image_rgb: np.ndarray) -> None:
+    """Write an RGB image (format from the extension), atomically."""
+    path = Path(path)
+    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    ext = path.suffix or ".png"
+
+    def write(tmp: str) -> None:
+        ok, buf = cv2.imencode(ext, bgr)
+        if not ok:
+            raise OSError(f"cannot encode {path}")
+        Path(tmp).write_bytes(buf.tobytes())
+
+    _atomic_write(path, write)
