@@ -12,7 +12,7 @@ import torch
 
 from msf.errors import MsfError
 from msf.labels import LABELS, PALETTE
-from msf.model import ModelConfig, MicroSegFormer
+from msf.model import MicroSegFormer, ModelConfig
 from msf.paths import WEIGHTS_PATH
 
 INPUT_CONVENTION = {"color": "rgb", "layout": "NCHW", "scale": "1/255", "mean": None, "std": None}

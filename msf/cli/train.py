@@ -34,7 +34,8 @@ def build_parser():
     p.add_argument("--data", metavar="DIR", help="data root (CE7454 or official CelebAMask-HQ layout; "
                                                  "default: $MSF_DATA or ../shared/data/faces)")
     p.add_argument("--out", "-o", metavar="DIR", help="output folder for checkpoints (default runs/msf)")
-    p.add_argument("--phases", metavar="SPEC", help="progressive schedule EPOCHSxSIZE@BATCH,..., e.g. 40x256@16,12x512@8")
+    p.add_argument("--phases", metavar="SPEC", help="progressive schedule EPOCHSxSIZE@BATCH,...,\n"
+                   "e.g. 40x256@16,12x512@8")
     p.add_argument("--epochs", type=int, help="single phase: number of epochs")
     p.add_argument("--size", type=int, help="single phase: square input size")
     p.add_argument("--batch", type=int, help="single phase: global batch size")

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real face data root (skipped with the reason when absent) and small models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msf.model import MicroSegFormer
+from msf.paths import data_root
+
+
+@pytest.fixture(scope="session")
+def faces_root():
+    root = data_root()
+    if root is None or not (root / "train" / "images").is_dir():
+        pytest.skip("face data not found: set MSF_DATA or place it at ../shared/data/faces")
+    return root
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter and BN statistic off its initial value (LayerNorm/BN included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return model
+
+
+@pytest.fixture(params=[False, True], ids=["default", "lmsa"])
+def trained_like_model(request) -> MicroSegFormer:
+    return perturb(MicroSegFormer(use_lmsa=request.param)).eval()
