@@ -6,7 +6,7 @@ import os
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,12 @@ def check_output_path(out: Path, suffix: str = ".onnx") -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise MsfError(f"output folder does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise MsfError(f"output folder is not writable: {parent}")
+    try:  # a real probe: os.access() says yes to root even where writing fails
+        fd, probe = tempfile.mkstemp(prefix=".msf-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MsfError(f"output folder is not writable: {parent} ({exc.strerror})") from None
 
 
 def _tmp_beside(path: Path, stack: ExitStack, suffix: str) -> Path:
@@ -74,6 +78,10 @@ def run_export(opts: ExportOptions, log=print) -> dict[str, Any]:
         raise MsfError(f"unknown precision {opts.precision!r} ({', '.join(PRECISIONS)})")
     if opts.precision == "int8" and spec.target == "tensorrt":
         raise MsfError("--precision int8 is for ONNX Runtime CPU; TensorRT engines are built FP16")
+    if opts.precision == "int8" and spec.core is None:
+        # ORT's quantizer writes QuantizeLinear nodes that fail type inference in opset-23 graphs
+        # (output_dtype vs zero-point type), so INT8 starts from the opset-17 MHA graph.
+        spec = replace(spec, core="mha")
     check_output_path(opts.out)
     trt_version = None
     if opts.tensorrt:
@@ -85,7 +93,8 @@ def run_export(opts: ExportOptions, log=print) -> dict[str, Any]:
     ckpt_path = Path(opts.ckpt) if opts.ckpt else WEIGHTS_PATH
     ckpt_sha = file_sha256(ckpt_path)
     pairs, source = (None, "")
-    summary: dict[str, Any] = {"file": str(opts.out), "precision": opts.precision}
+    summary: dict[str, Any] = {"file": str(opts.out), "precision": opts.precision, "attention": spec.attention,
+                               "attention_core": spec.resolved_core, "target": spec.target}
     with ExitStack() as stack:
         fp32 = export_onnx(model, spec)
         tmp = _tmp_beside(opts.out, stack, ".onnx")

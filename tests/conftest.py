@@ -34,3 +34,23 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture(params=[False, True], ids=["default", "lmsa"])
 def trained_like_model(request) -> MicroSegFormer:
     return perturb(MicroSegFormer(use_lmsa=request.param)).eval()
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The weights that ship with the package (the trained default)."""
+    from msf.model import load_model
+    from msf.paths import WEIGHTS_PATH
+
+    if not WEIGHTS_PATH.is_file():
+        pytest.skip(f"no shipped weights at {WEIGHTS_PATH}")
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def face_pairs(faces_root):
+    """Eight real labeled faces (fixed choice) as (RGB image, mask) pairs."""
+    from msf.data import list_samples, read_pair
+
+    samples = list_samples(faces_root)
+    return [read_pair(samples[i]) for i in range(0, 800, 100)]

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                          profile_size=args.profile_size, workspace_mb=args.workspace, opt_level=args.opt_level,
                          timing_cache=args.timing_cache)
     summary = run_export(opts, log=lambda m: print(m, file=sys.stderr))
-    _print_summary(summary, spec)
+    _print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     return 0
@@ -107,7 +107,7 @@ def _fmt_sig(sigs: list[dict]) -> str:
     return escape(", ".join(f"{s['name']} {s['dtype']}[{'×'.join(str(d) for d in s['shape'])}]" for s in sigs))
 
 
-def _print_summary(summary: dict, spec) -> None:
+def _print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -115,8 +115,8 @@ def _print_summary(summary: dict, spec) -> None:
     t = Table(title="msf-export", show_header=False)
     t.add_row("file", summary["file"])
     t.add_row("size", f"{summary['bytes'] / 1e6:.2f} MB")
-    t.add_row("graph", f"{spec.attention} ({spec.resolved_core or 'training graph'}), target {spec.target}, "
-                       f"{summary['precision']}")
+    t.add_row("graph", f"{summary['attention']} ({summary['attention_core'] or 'training graph'}), "
+                       f"target {summary['target']}, {summary['precision']}")
     t.add_row("opset / nodes", f"{g['opset']} / {g['nodes']}")
     t.add_row("inputs", _fmt_sig(g["inputs"]))
     t.add_row("outputs", _fmt_sig(g["outputs"]))
