@@ -16,10 +16,10 @@ from msf.errors import MsfError
 from msf.model import MicroSegFormer
 
 TARGETS = ("onnxruntime", "tensorrt")
-# What "fused" emits per target. ORT: opset-23 Attention measured fastest on ORT CPU
+# What "fused" emits per target. ORT: com.microsoft.MultiHeadAttention measured fastest on ORT CPU
 # (benchmarks/BENCHMARKS.md); TensorRT cannot parse com.microsoft ops and its fused-attention
 # pass matches the pre-scaled MatMul->Softmax->MatMul pattern.
-DEFAULT_CORE = {"onnxruntime": "attention23", "tensorrt": "matmul"}
+DEFAULT_CORE = {"onnxruntime": "mha", "tensorrt": "matmul"}
 CORES = ("matmul", "mha", "attention23")
 
 
@@ -82,7 +82,7 @@ def build_export_module(model: MicroSegFormer, spec: ExportSpec) -> nn.Module:
         return _ReferenceWithEnds(model.eval(), spec.ends).eval()
     core = spec.resolved_core
     # attention23 is traced as the contrib MHA node, then renamed (the TorchScript exporter stops at opset 20).
-    return deploy(model, "mha" if core == "attention23" else core, spec.ends)
+    return deploy(model, "mha" if core == "attention23" else core, spec.ends, spec.size)
 
 
 def example_input(spec: ExportSpec, batch: int = 1, size: int = 512) -> torch.Tensor:

@@ -138,10 +138,32 @@ class DeployLMSA(nn.Module):
         return out * gate[:, :, None, None] + x
 
 
+def interpolation_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """The n_out×n_in matrix of 1-D linear interpolation (align_corners=False, edges clamped)."""
+    eye = torch.eye(n_in)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+class SeparableUpsample(nn.Module):
+    """Bilinear upsampling of a fixed-size map as two MatMuls, A_h · X · A_wᵀ (exact: bilinear is
+    separable). ORT CPU runs these ~5× faster than Resize for the decoder's small stage maps."""
+
+    def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.in_hw, self.out_hw = tuple(in_hw), tuple(out_hw)
+        self.register_buffer("a_h", interpolation_matrix(in_hw[0], out_hw[0]))
+        self.register_buffer("a_wt", interpolation_matrix(in_hw[1], out_hw[1]).T.contiguous())
+
+    def forward(self, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.in_hw or tuple(out_hw) != self.out_hw:
+            return F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
+        return torch.matmul(self.a_h, torch.matmul(x, self.a_wt))
+
+
 class DeployDecoder(nn.Module):
     """Folded all-MLP decoder: per-stage 1×1 convs at native resolution, summed at 1/4 scale."""
 
-    def __init__(self, dec) -> None:
+    def __init__(self, dec, input_size: int | None = None) -> None:
         super().__init__()
         fuse0, fuse2, seg = dec.linear_fuse[0], dec.linear_fuse[2], dec.conv_seg
         d = dec.dim
@@ -160,12 +182,21 @@ class DeployDecoder(nn.Module):
             self.pre = _conv1x1(fuse2.weight.data, fuse2.bias.data)
             self.lmsa = DeployLMSA(dec.lmsa)
             self.cls = _conv1x1(seg_w, seg.bias.data)
+        # With a known input size the stage maps have fixed sizes: upsample them by MatMul.
+        self.upsample = None
+        if input_size:
+            s1 = input_size // 4
+            sizes = [-(-s1 // 2 ** i) for i in range(1, len(self.stage))]  # conv output sizes (ceil)
+            self.upsample = nn.ModuleList(SeparableUpsample((s, s), (s1, s1)) for s in sizes)
 
     def forward(self, feats: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
-        size = feats[0].shape[-2:]
+        size = tuple(feats[0].shape[-2:])
         x = self.stage[0](feats[0])
-        for conv, f in zip(self.stage[1:], feats[1:]):
-            x = x + F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+        for i, (conv, f) in enumerate(zip(self.stage[1:], feats[1:])):
+            if self.upsample is not None:
+                x = x + self.upsample[i](conv(f), size)
+            else:
+                x = x + F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
         x = F.gelu(x)
         if self.lmsa is not None:
             x = self.lmsa(self.pre(x))
@@ -175,7 +206,8 @@ class DeployDecoder(nn.Module):
 class DeployMicroSegFormer(nn.Module):
     """Inference form of MicroSegFormer; same function as ``model.forward_reference``."""
 
-    def __init__(self, model: MicroSegFormer, attention: str = "matmul", ends: GraphEnds | None = None) -> None:
+    def __init__(self, model: MicroSegFormer, attention: str = "matmul", ends: GraphEnds | None = None,
+                 input_size: int | None = None) -> None:
         super().__init__()
         model = copy.deepcopy(model).eval().float()
         self.ends = ends or GraphEnds()
@@ -187,7 +219,7 @@ class DeployMicroSegFormer(nn.Module):
                 blk.attn = DeployAttention(blk.attn, attention)
             setattr(self, f"block{n}", blocks)
             setattr(self, f"norm{n}", getattr(model, f"norm{n}"))
-        self.decoder = DeployDecoder(model.decoder)
+        self.decoder = DeployDecoder(model.decoder, input_size)
         if self.ends.io == "uint8":
             conv = self.patch_embed1.proj
             w = conv.weight.data / 255.0
@@ -213,6 +245,8 @@ class DeployMicroSegFormer(nn.Module):
         return logits
 
 
-def deploy(model: MicroSegFormer, attention: str = "matmul", ends: GraphEnds | None = None) -> DeployMicroSegFormer:
-    """The deploy rewrite of a trained model (eval mode, fp32)."""
-    return DeployMicroSegFormer(model, attention, ends).eval()
+def deploy(model: MicroSegFormer, attention: str = "matmul", ends: GraphEnds | None = None,
+           input_size: int | None = None) -> DeployMicroSegFormer:
+    """The deploy rewrite of a trained model (eval mode, fp32); ``input_size`` = a fixed square
+    input size the graph is specialised for (None: any size)."""
+    return DeployMicroSegFormer(model, attention, ends, input_size).eval()

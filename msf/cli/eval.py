@@ -36,6 +36,9 @@ def build_parser():
     p.add_argument("--save-masks", metavar="DIR", help="write single-channel palette PNG masks named like the images")
     p.add_argument("--save-overlays", metavar="DIR", help="write colour overlays (JPEG) named like the images")
     p.add_argument("--json", metavar="FILE", help="write all numbers as JSON")
+    p.add_argument("--figure", metavar="OUT.png",
+                   help="write a figure: image | ground truth | prediction for the first images (needs matplotlib)")
+    p.add_argument("--figure-count", type=int, default=4, metavar="N", help="rows in --figure")
     p.add_argument("--per-class", action=argparse.BooleanOptionalAction, default=True,
                    help="print the per-class table")
     return p
@@ -106,11 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results[size] = res
     _print_tables(results, args, root)
+    if args.figure:
+        _figure(model, samples, pairs, args, device)
     if args.json:
         out = {"checkpoint": args.ckpt or "shipped", "data": str(root), "split": args.split,
                "amp": args.amp, "results": {str(k): v for k, v in results.items()}}
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def _figure(model, samples, pairs, args, device) -> None:
+    from msf.evaluate import predict_labels
+    from msf.figures import prediction_grid
+
+    n = min(args.figure_count, len(pairs))
+    preds = predict_labels(model, [im for im, _ in pairs[:n]], args.size[0], device, args.amp)
+    rows = [(s.name, im, gt, p) for s, (im, gt), p in zip(samples[:n], pairs[:n], preds)]
+    prediction_grid(rows, args.figure, title=f"{args.ckpt or 'shipped weights'} @ {args.size[0]}² ({args.split})")
+    print(f"wrote {args.figure}", file=sys.stderr)
 
 
 def _save(sample, img, pred, masks_dir, over_dir, save_label_png, save_rgb, overlay) -> None:

@@ -27,9 +27,9 @@ Ctrl-C saves OUT/last.pt and stops; --resume continues from it.
 
 def build_parser():
     p = make_parser("msf-train", "Train MicroSegFormer (DESIGN §3.4 recipe) on labeled face data.", EPILOG)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="gpu",
-                   help="starting configuration: gpu = the seed recipe, cpu = ~2 h progressive run, "
-                        "tiny = seconds-long smoke run")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="starting configuration: gpu = the seed recipe (the default), cpu = ~2 h progressive "
+                        "run, tiny = seconds-long smoke run; with --resume the checkpoint's own config")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON config applied on top of the preset")
     p.add_argument("--data", metavar="DIR", help="data root (CE7454 or official CelebAMask-HQ layout; "
                                                  "default: $MSF_DATA or ../shared/data/faces)")
@@ -66,8 +66,15 @@ def _dotted(key: str, value) -> dict:
 
 
 def resolve_config(args) -> dict:
-    """Preset, then config file, then flags, then ``--set`` overrides."""
-    cfg = dict(PRESETS[args.preset])
+    """Preset (or the resumed checkpoint's config), then config file, then flags, then ``--set``."""
+    if args.resume and args.preset is None:
+        from msf.checkpoint import read_checkpoint
+
+        cfg = dict(read_checkpoint(args.resume).get("config") or {})
+        if not cfg:
+            raise MsfError(f"{args.resume} records no training config: pass --preset or --config")
+    else:
+        cfg = dict(PRESETS[args.preset or "gpu"])
     if args.config:
         cfg = merge(cfg, load_config_file(args.config))
     flat = {k: getattr(args, k) for k in ("data", "out", "lr", "weight_decay", "warmup_epochs", "patience",

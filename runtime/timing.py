@@ -1,0 +1,71 @@
+"""Latency measurement: warm-up, repeated timed calls, percentile summaries, machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def time_calls(fn: Callable[[], Any], iters: int = 30, warmup: int = 5,
+               clock: Callable[[], float] = time.perf_counter) -> np.ndarray:
+    """Milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = np.empty(iters, dtype=np.float64)
+    for i in range(iters):
+        t0 = clock()
+        fn()
+        out[i] = (clock() - t0) * 1000.0
+    return out
+
+
+def summarize(ms: np.ndarray, batch: int = 1) -> dict[str, float]:
+    """mean / p50 / p90 / p95 / p99 / min / max in ms, coefficient of variation, images per second."""
+    ms = np.asarray(ms, dtype=np.float64)
+    p50 = float(np.percentile(ms, 50))
+    return {
+        "mean_ms": float(ms.mean()), "p50_ms": p50, "p90_ms": float(np.percentile(ms, 90)),
+        "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()), "max_ms": float(ms.max()),
+        "cv": float(ms.std() / ms.mean()) if ms.mean() > 0 else 0.0,
+        "throughput_ips": batch * 1000.0 / p50 if p50 > 0 else float("inf"), "runs": int(ms.size),
+    }
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """The machine and library versions a measurement was taken on."""
+    from msf.export.sidecar import library_versions
+
+    env = {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+           "python": platform.python_version(), "versions": library_versions()}
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import openvino
+
+        env["versions"]["openvino"] = openvino.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    return env
