@@ -1,5 +1,20 @@
 """msf.runtime: inference backends and the streaming video pipeline.
 
-Installed as ``msf.runtime``. The runtime is tracked in its own issue; this package is the
-place it lands.
+``from msf.runtime import Segmenter`` is the embedding API; heavy imports stay lazy.
 """
+
+from __future__ import annotations
+
+__all__ = ["Segmenter", "create_backend"]
+
+
+def __getattr__(name: str):
+    if name == "Segmenter":
+        from msf.runtime.segmenter import Segmenter
+
+        return Segmenter
+    if name == "create_backend":
+        from msf.runtime.backends import create_backend
+
+        return create_backend
+    raise AttributeError(name)

@@ -1,0 +1,63 @@
+"""Drawing on frames: palette overlay, class legend, HUD (FPS, latency, backend), side-by-side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from msf.labels import LABELS, PALETTE
+
+_PALETTE_BGR = PALETTE[:, ::-1].copy()
+
+
+@dataclass
+class RenderOptions:
+    alpha: float = 0.5
+    legend: bool = False
+    hud: bool = True
+    side_by_side: bool = False
+
+
+def overlay_bgr(frame: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
+    """Palette colours blended over the frame where a class other than background was found."""
+    color = _PALETTE_BGR[labels]
+    out = frame.copy()
+    fg = labels > 0
+    if fg.any():
+        out[fg] = cv2.addWeighted(frame[fg], 1 - alpha, color[fg], alpha, 0)
+    return out
+
+
+def draw_legend(img: np.ndarray, present: np.ndarray | None = None) -> None:
+    """Class swatches down the right edge (only the classes present, when given)."""
+    ids = [i for i in range(1, len(LABELS)) if present is None or present[i]]
+    scale = max(0.35, img.shape[0] / 1400)
+    row = int(22 * scale / 0.5)
+    x = img.shape[1] - int(150 * scale / 0.5)
+    for k, cid in enumerate(ids):
+        y = 8 + k * row
+        cv2.rectangle(img, (x, y), (x + row - 4, y + row - 4), tuple(int(c) for c in _PALETTE_BGR[cid]), -1)
+        cv2.putText(img, LABELS[cid], (x + row, y + row - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+
+
+def draw_hud(img: np.ndarray, lines: list[str]) -> None:
+    scale = max(0.45, img.shape[0] / 1200)
+    h = int(28 * scale / 0.6)
+    cv2.rectangle(img, (0, 0), (int(img.shape[1] * 0.42), 8 + h * len(lines)), (0, 0, 0), -1)
+    for i, text in enumerate(lines):
+        cv2.putText(img, text, (8, h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def render(frame: np.ndarray, labels: np.ndarray, opts: RenderOptions, hud: list[str] | None = None) -> np.ndarray:
+    """The output frame: overlay (optionally beside the original), legend and HUD."""
+    out = overlay_bgr(frame, labels, opts.alpha)
+    if opts.legend:
+        draw_legend(out, np.bincount(labels.ravel(), minlength=len(LABELS)) > 0)
+    if opts.side_by_side:
+        out = np.hstack([frame, out])
+    if opts.hud and hud:
+        draw_hud(out, hud)
+    return out

@@ -1,0 +1,85 @@
+"""``msf.runtime.Segmenter``: face parsing of BGR frames in three lines of user code.
+
+    from msf.runtime import Segmenter
+    seg = Segmenter()                    # shipped weights, best backend on this machine
+    labels = seg.predict(frame_bgr)      # H×W uint8 class ids, same size as the frame
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from msf.runtime.backends import Backend, create_backend
+from msf.runtime.preprocess import Placement, letterbox_placement, paste_labels, square_crop, to_input
+
+from msf.errors import MsfError
+
+MODES = ("full", "face")
+
+
+class Segmenter:
+    """Frames in, label maps out. ``mode="full"`` parses the whole (letterboxed) frame;
+    ``mode="face"`` finds every face, parses square crops as one batch and pastes them back."""
+
+    def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
+                 device: str | None = None, threads: int | None = None, spinning: bool = False,
+                 fp16: bool = False, size: int = 512) -> None:
+        if mode not in MODES:
+            raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
+        self.backend: Backend = create_backend(model, backend, device=device, threads=threads,
+                                               spinning=spinning, fp16=fp16, size=size)
+        self.mode = mode
+        self.size = self.backend.size
+        self.tracker = None
+        if mode == "face":
+            from msf.runtime.faces import FaceTracker
+
+            self.tracker = FaceTracker()
+
+    def placements(self, frame: np.ndarray) -> list[Placement]:
+        """The squares of ``frame`` the model will see (one letterbox, or one per face)."""
+        if self.tracker is None:
+            return [letterbox_placement(*frame.shape[:2])]
+        return self.tracker.update(frame)
+
+    def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
+        return [square_crop(frame, p, self.size) for p in places]
+
+    def infer(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Class ids for square BGR crops, in batches the graph accepts."""
+        if not crops:
+            return np.zeros((0, self.size, self.size), dtype=np.uint8)
+        step = self.backend.max_batch or len(crops)
+        outs = [self.backend.labels(to_input(crops[i:i + step], self.backend.input_spec))
+                for i in range(0, len(crops), step)]
+        return np.concatenate(outs)
+
+    @staticmethod
+    def assemble(shape: tuple[int, ...], labels: np.ndarray, places: list[Placement]) -> np.ndarray:
+        """One frame-sized label map from per-square labels."""
+        out = np.zeros(shape[:2], dtype=np.uint8)
+        for lab, p in zip(labels, places):
+            paste_labels(out, lab, p)
+        return out
+
+    def predict(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """H×W uint8 class ids for one BGR frame (OpenCV's channel order)."""
+        return self.predict_batch([frame_bgr])[0]
+
+    def predict_batch(self, frames_bgr: list[np.ndarray]) -> list[np.ndarray]:
+        """Label maps for several frames, all their squares inferred as one batch."""
+        for f in frames_bgr:
+            if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise MsfError("frames must be H×W×3 uint8 BGR arrays")
+        places = [self.placements(f) for f in frames_bgr]
+        crops = [c for f, ps in zip(frames_bgr, places) for c in self.crops(f, ps)]
+        labels = self.infer(crops)
+        out, i = [], 0
+        for f, ps in zip(frames_bgr, places):
+            out.append(self.assemble(f.shape, labels[i:i + len(ps)], ps))
+            i += len(ps)
+        return out
+
+    def describe(self) -> str:
+        return self.backend.describe()

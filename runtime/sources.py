@@ -1,0 +1,169 @@
+"""Frame sources: video files, webcams, RTSP/HTTP streams, image folders and globs.
+
+Files and folders are read in order, every frame. Live sources (webcams, streams) are read by a
+grabber thread that keeps only the newest frame, so a slow consumer sees fresh frames and the
+number of dropped stale frames is counted. A stalled source times out instead of hanging.
+"""
+
+from __future__ import annotations
+
+import glob
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from msf.errors import MsfError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class Source:
+    """A sequence of BGR frames. ``read()`` returns the next frame, or None at the end."""
+
+    live = False
+    dropped = 0
+
+    def __init__(self, name: str, fps: float, frame_count: int | None) -> None:
+        self.name, self.fps, self.frame_count = name, fps, frame_count
+        self._peeked: np.ndarray | None = None
+
+    def peek(self) -> np.ndarray:
+        """The first frame, without consuming it (outputs are sized from it)."""
+        if self._peeked is None:
+            self._peeked = self._read()
+            if self._peeked is None:
+                raise MsfError(f"source {self.name} has no frames")
+        return self._peeked
+
+    def read(self) -> np.ndarray | None:
+        if self._peeked is not None:
+            frame, self._peeked = self._peeked, None
+            return frame
+        return self._read()
+
+    def _read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027
+        pass
+
+
+class VideoFileSource(Source):
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise MsfError(f"video not found: {path}")
+        if path.stat().st_size == 0:
+            raise MsfError(f"video is empty: {path}")
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise MsfError(f"cannot open video {path} (not a video, or a codec this OpenCV cannot decode)")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        ok, first = cap.read()
+        if not ok or first is None:
+            cap.release()
+            raise MsfError(f"cannot decode any frame of {path} (corrupt file or unsupported codec)")
+        super().__init__(path.stem, fps if 0 < fps < 1000 else 25.0, count)
+        self.cap, self._peeked = cap, first
+
+    def _read(self) -> np.ndarray | None:
+        ok, frame = self.cap.read()
+        return frame if ok else None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class ImageFolderSource(Source):
+    def __init__(self, files: list[Path], name: str) -> None:
+        if not files:
+            raise MsfError(f"no images found for {name}")
+        super().__init__(name, 25.0, len(files))
+        self.files, self.i = files, 0
+
+    def _read(self) -> np.ndarray | None:
+        while self.i < len(self.files):
+            path = self.files[self.i]
+            self.i += 1
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise MsfError(f"cannot decode image {path}")
+            return frame
+        return None
+
+
+class LiveSource(Source):
+    """Webcam or stream: a grabber thread keeps the newest frame; stale frames are dropped."""
+
+    live = True
+
+    def __init__(self, target: int | str, name: str, stall_timeout: float = 10.0) -> None:
+        cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            what = f"webcam {target}" if isinstance(target, int) else f"stream {target}"
+            raise MsfError(f"cannot open {what}")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        super().__init__(name, fps if 0 < fps < 1000 else 30.0, None)
+        self.cap, self.stall_timeout = cap, stall_timeout
+        self._cond = threading.Condition()
+        self._frame: np.ndarray | None = None
+        self._ended = False
+        self._fresh = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._grab, name=f"grab-{name}", daemon=True)
+        self._thread.start()
+
+    def _grab(self) -> None:
+        while not self._stop.is_set():
+            ok, frame = self.cap.read()
+            with self._cond:
+                if not ok:
+                    self._ended = True
+                    self._cond.notify_all()
+                    return
+                if self._fresh:
+                    self.dropped += 1  # the previous frame was never consumed
+                self._frame, self._fresh = frame, True
+                self._cond.notify_all()
+
+    def _read(self) -> np.ndarray | None:
+        deadline = time.monotonic() + self.stall_timeout
+        with self._cond:
+            while not self._fresh and not self._ended:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MsfError(f"source {self.name} stalled: no frame for {self.stall_timeout:.0f} s")
+                self._cond.wait(left)
+            if not self._fresh:
+                return None
+            self._fresh = False
+            return self._frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.cap.release()
+
+
+def open_source(spec: str, stall_timeout: float = 10.0) -> Source:
+    """A source from a command-line word: webcam index, URL, folder, glob or video file."""
+    if spec.isdigit():
+        return LiveSource(int(spec), f"cam{spec}", stall_timeout)
+    if "://" in spec:
+        name = spec.split("://", 1)[1].split("/", 1)[0].replace(":", "_") or "stream"
+        return LiveSource(spec, name, stall_timeout)
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        return ImageFolderSource(files, path.name or "images")
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_EXTS)
+        return ImageFolderSource(files, Path(spec).parent.name or "images")
+    if path.suffix.lower() in IMAGE_EXTS:
+        if not path.is_file():
+            raise MsfError(f"image not found: {path}")
+        return ImageFolderSource([path], path.stem)
+    return VideoFileSource(path)
