@@ -19,15 +19,28 @@ class Placement:
 
 
 def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
-    """The square region ``place`` of ``frame`` resized to ``size``², zero-padded outside the frame."""
+    """The square region ``place`` of ``frame`` resized to ``size``², zero-padded outside the frame.
+
+    Only the in-frame part is resized (then placed on a black canvas): no full-size padded copy.
+    """
     h, w = frame.shape[:2]
     x0, y0, s = place.x0, place.y0, place.side
-    canvas = np.zeros((s, s, 3), dtype=frame.dtype)
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
-    if fx1 > fx0 and fy1 > fy0:
-        canvas[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = frame[fy0:fy1, fx0:fx1]
-    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
-    return cv2.resize(canvas, (size, size), interpolation=interp) if s != size else canvas
+    if fx0 == x0 and fy0 == y0 and fx1 - fx0 == s and fy1 - fy0 == s:
+        region = frame[fy0:fy1, fx0:fx1]
+        if s == size:
+            return np.ascontiguousarray(region)
+        return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if s > size else cv2.INTER_LINEAR)
+    canvas = np.zeros((size, size, 3), dtype=frame.dtype)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return canvas
+    k = size / s
+    cx0, cy0 = round((fx0 - x0) * k), round((fy0 - y0) * k)
+    cx1, cy1 = round((fx1 - x0) * k), round((fy1 - y0) * k)
+    if cx1 > cx0 and cy1 > cy0:
+        interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+        canvas[cy0:cy1, cx0:cx1] = cv2.resize(frame[fy0:fy1, fx0:fx1], (cx1 - cx0, cy1 - cy0), interpolation=interp)
+    return canvas
 
 
 def letterbox_placement(h: int, w: int) -> Placement:
@@ -47,14 +60,16 @@ def to_input(crops_bgr: list[np.ndarray], spec: dict) -> np.ndarray:
 
 
 def paste_labels(target: np.ndarray, labels: np.ndarray, place: Placement) -> None:
-    """Resize a square label map to ``place.side`` (nearest) and write its in-frame part into
+    """Write the in-frame part of a square label map (resized nearest to ``place.side``) into
     ``target``; only foreground overwrites, so overlapping faces do not erase each other."""
     h, w = target.shape
-    s = place.side
-    big = labels if labels.shape[0] == s else cv2.resize(labels, (s, s), interpolation=cv2.INTER_NEAREST)
+    s, n = place.side, labels.shape[0]
     fx0, fy0, fx1, fy1 = max(place.x0, 0), max(place.y0, 0), min(place.x0 + s, w), min(place.y0 + s, h)
     if fx1 <= fx0 or fy1 <= fy0:
         return
-    part = big[fy0 - place.y0:fy1 - place.y0, fx0 - place.x0:fx1 - place.x0]
-    region = target[fy0:fy1, fx0:fx1]
-    np.copyto(region, part, where=part > 0)
+    # Nearest-neighbour source index of every in-frame output pixel (what cv2.resize computes),
+    # applied to the in-frame window only: no side×side intermediate.
+    ys = np.minimum(((np.arange(fy0, fy1) - place.y0) * n) // s, n - 1)
+    xs = np.minimum(((np.arange(fx0, fx1) - place.x0) * n) // s, n - 1)
+    part = labels.take(ys, axis=0).take(xs, axis=1)
+    np.copyto(target[fy0:fy1, fx0:fx1], part, where=part > 0)

@@ -10,6 +10,9 @@ import numpy as np
 from msf.labels import LABELS, PALETTE
 
 _PALETTE_BGR = PALETTE[:, ::-1].copy()
+# 256-entry, 3-channel lookup table for cv2.LUT (ids beyond the palette are black).
+_LUT_BGR = np.zeros((256, 1, 3), np.uint8)
+_LUT_BGR[: len(PALETTE), 0] = _PALETTE_BGR
 
 
 @dataclass
@@ -21,12 +24,14 @@ class RenderOptions:
 
 
 def overlay_bgr(frame: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
-    """Palette colours blended over the frame where a class other than background was found."""
-    color = _PALETTE_BGR[labels]
-    out = frame.copy()
-    fg = labels > 0
-    if fg.any():
-        out[fg] = cv2.addWeighted(frame[fg], 1 - alpha, color[fg], alpha, 0)
+    """Palette colours blended over the frame where a class other than background was found.
+
+    Whole-frame OpenCV operations (LUT, addWeighted, masked copy): several times faster than
+    numpy fancy indexing on 720p frames.
+    """
+    color = cv2.LUT(cv2.merge([labels, labels, labels]), _LUT_BGR)
+    out = cv2.addWeighted(frame, 1 - alpha, color, alpha, 0)
+    cv2.copyTo(frame, cv2.compare(labels, 0, cv2.CMP_EQ), out)  # background keeps the original pixels
     return out
 
 

@@ -70,7 +70,11 @@ def _outputs(args, sources) -> list[Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import cv2
     from tqdm import tqdm
+
+    # OpenCV's own warnings (V4L2 probing, FFmpeg demuxer chatter) would bury our one-line errors.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
     from msf.runtime.pipeline import Job, PipelineConfig, run_pipeline
     from msf.runtime.render import RenderOptions

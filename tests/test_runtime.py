@@ -1,0 +1,229 @@
+"""Runtime and msf-video on clips made from the data root's faces."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from msf.runtime import Segmenter
+from msf.runtime.preprocess import Placement, letterbox_placement, paste_labels, square_crop
+from PIL import Image
+
+from msf.data import list_samples
+from msf.errors import MsfError
+
+
+def _faces(root, n, size):
+    files = list_samples(root / "unlabeled", require_masks=False)[:n]
+    return [cv2.resize(cv2.imread(str(s.image)), (size, size), interpolation=cv2.INTER_AREA) for s in files]
+
+
+def _write(path, frames, fps=10):
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def _read_all(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return frames
+        frames.append(f)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, faces_root):
+    """720p clip with one 300-px face moving right; 720p clip with two faces; a small full-face clip."""
+    d = tmp_path_factory.mktemp("clips")
+    f1, f2 = _faces(faces_root, 2, 300)
+    moving, boxes = [], []
+    for i in range(8):
+        frame = np.full((720, 1280, 3), 70, np.uint8)
+        x, y = 200 + 60 * i, 200
+        frame[y:y + 300, x:x + 300] = f1
+        moving.append(frame)
+        boxes.append((x, y))
+    two = []
+    for _ in range(4):
+        frame = np.full((720, 1280, 3), 70, np.uint8)
+        frame[150:450, 150:450] = f1
+        frame[250:550, 800:1100] = f2
+        two.append(frame)
+    small = [cv2.resize(f1, (256, 256))] * 3 + [cv2.resize(f2, (256, 256))] * 3
+    return {"moving": (_write(d / "moving.mp4", moving), boxes), "two": _write(d / "two.mp4", two),
+            "small": _write(d / "small.mp4", small, fps=5), "dir": d}
+
+
+@pytest.fixture(scope="module")
+def seg(shipped_model):
+    return Segmenter()
+
+
+def video(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "msf.cli.video", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_placement_geometry():
+    assert letterbox_placement(720, 1280) == Placement(0, -280, 1280)
+    frame = np.zeros((10, 20, 3), np.uint8)
+    frame[:, :10] = 255
+    crop = square_crop(frame, Placement(-5, 0, 10), 10)
+    assert crop[:, :5].max() == 0 and crop[:, 5:].min() == 255  # outside the frame is padding
+    target = np.zeros((10, 20), np.uint8)
+    paste_labels(target, np.full((5, 5), 3, np.uint8), Placement(15, 5, 10))
+    assert target[5:, 15:].min() == 3 and target[:5].max() == 0 and target[:, :15].max() == 0
+
+
+def test_segmenter_three_lines(seg, faces_root):
+    frame = _faces(faces_root, 1, 512)[0]
+    labels = seg.predict(frame)
+    assert labels.shape == (512, 512) and labels.dtype == np.uint8
+    counts = np.bincount(labels.ravel(), minlength=19)
+    assert counts[1] > 0.05 * labels.size and counts[2] > 0  # skin and a nose on a real face
+    with pytest.raises(MsfError, match="uint8"):
+        seg.predict(frame.astype(np.float32))
+
+
+def test_full_mode_file_frames_masks_and_direct_equality(clips, seg, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = video(clips["small"], "-o", out, "--save-masks", tmp_path / "m", "--stats", tmp_path / "s.json",
+              "--no-progress")
+    assert r.returncode == 0, r.stderr
+    frames_in = _read_all(clips["small"])
+    frames_out = _read_all(out)
+    assert len(frames_out) == len(frames_in) == 6
+    assert frames_out[0].shape == frames_in[0].shape
+    masks = sorted((tmp_path / "m").glob("small_*.png"))
+    assert [m.name for m in masks] == [f"small_{i:06d}.png" for i in range(6)]
+    for i in (0, 4):
+        with Image.open(masks[i]) as im:
+            assert im.mode == "P" and im.size == (256, 256)
+            written = np.array(im)
+        assert np.array_equal(written, seg.predict(frames_in[i]))  # same as the backend run directly
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["frames"] == 6 and stats["fps"] > 0
+    for stage in ("read", "preprocess", "infer", "postprocess", "render", "write", "end_to_end"):
+        assert stats["stages"][stage]["p50_ms"] >= 0 and "p99_ms" in stats["stages"][stage]
+    assert stats["sources"][0]["codec"].startswith(("H.264", "MPEG-4"))
+
+
+def test_face_mode_labels_land_on_the_moving_face(clips, tmp_path):
+    path, boxes = clips["moving"]
+    r = video(path, "--mode", "face", "-o", tmp_path / "o.mp4", "--save-masks", tmp_path / "m", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(_read_all(tmp_path / "o.mp4")) == 8
+    for i, (x, y) in enumerate(boxes):
+        labels = np.array(Image.open(tmp_path / "m" / f"moving_{i:06d}.png"))
+        assert labels.shape == (720, 1280)
+        fg = labels > 0
+        inside = np.zeros_like(fg)
+        inside[y - 30:y + 330, x - 30:x + 330] = True
+        assert fg.sum() > 0.3 * 300 * 300  # the face was parsed
+        assert fg[inside].sum() > 0.9 * fg.sum()  # and the labels landed where it is
+        assert labels[y + 120:y + 200, x + 100:x + 200].astype(bool).mean() > 0.9
+
+
+def test_face_mode_two_faces_one_batch(clips, seg):
+    frame = _read_all(clips["two"])[0]
+    face_seg = Segmenter(mode="face")
+    places = face_seg.placements(frame)
+    assert len(places) == 2
+    labels = face_seg.predict(frame)
+    for y, x in ((150, 150), (250, 800)):
+        assert (labels[y + 100:y + 200, x + 100:x + 200] == 1).mean() > 0.5  # skin on each face
+
+
+def test_several_sources_share_one_backend(clips, tmp_path):
+    r = video(clips["small"], clips["moving"][0], "-o", tmp_path / "outs", "--stats", tmp_path / "s.json",
+              "--no-progress", "--batch", "4")
+    assert r.returncode == 0, r.stderr
+    assert len(_read_all(tmp_path / "outs" / "small.mp4")) == 6
+    assert len(_read_all(tmp_path / "outs" / "moving.mp4")) == 8
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["frames"] == 14 and stats["mean_batch"] > 1
+
+
+def test_image_folder_source(clips, faces_root, tmp_path):
+    r = video(faces_root / "unlabeled", "--max-frames", "2", "--save-masks", tmp_path / "m", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "m").glob("unlabeled_*.png"))) == 2
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: d / "missing.mp4", "video not found"),
+    (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", "video is empty"),
+    (lambda d: (d / "junk.mp4").write_bytes(os.urandom(4096)) or d / "junk.mp4", "cannot"),
+    (lambda d: "97", "cannot open webcam 97"),
+])
+def test_bad_sources_one_line(tmp_path, make, needle):
+    r = video(make(tmp_path), "-o", tmp_path / "o.mp4", "--no-progress")
+    assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_unwritable_output_and_bad_model(clips, tmp_path):
+    r = video(clips["small"], "-o", "/proc/o.mp4", "--no-progress")
+    assert r.returncode == 1 and "cannot write to /proc" in r.stderr
+    (tmp_path / "m.txt").write_text("x")
+    r = video(clips["small"], "--model", tmp_path / "m.txt", "--no-progress")
+    assert r.returncode == 1 and "unknown model file type" in r.stderr
+    r = video(clips["small"], "--model", tmp_path / "none.engine", "--no-progress")
+    assert r.returncode == 1 and "model file not found" in r.stderr
+
+
+def test_ctrl_c_finalises_output_and_stats(faces_root, tmp_path):
+    frames = _faces(faces_root, 1, 256) * 200
+    src = _write(tmp_path / "long.mp4", frames, fps=25)
+    out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
+    masks = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "msf.cli.video", str(src), "-o", str(out), "--stats",
+                             str(stats), "--save-masks", str(masks), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(masks.glob("*.png"))) < 20:
+        time.sleep(0.1)  # interrupt once some frames are through
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    written = _read_all(out)
+    s = json.loads(stats.read_text())
+    assert s["interrupted"] and 0 < len(written) < 200 and s["frames"] == len(written)
+    assert not list(tmp_path.glob(".o.*"))  # no temporary left behind
+
+
+def test_stalled_live_source_times_out(monkeypatch):
+    from msf.runtime import sources
+
+    class Silent:
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 30.0
+
+        def read(self):
+            time.sleep(5)
+            return False, None
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda target: Silent())
+    src = sources.open_source("rtsp://camera.invalid/stream", stall_timeout=0.5)
+    t0 = time.time()
+    with pytest.raises(MsfError, match="stalled"):
+        src.read()
+    assert time.time() - t0 < 2
