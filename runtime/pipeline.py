@@ -70,15 +70,20 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                 frame = job.source.read()
                 if frame is None:
                     break
-                stats.add("read", (time.perf_counter() - t0) * 1000)
-                if not _put(q_in, (j, i, frame, t0), stop):
+                t1 = time.perf_counter()
+                stats.add("read", (t1 - t0) * 1000)
+                # Face detection and cropping run here, per source and in order, overlapping inference.
+                places = seg.placements(frame, j)
+                crops = seg.crops(frame, places)
+                stats.add("preprocess", (time.perf_counter() - t1) * 1000)
+                if not _put(q_in, (j, i, frame, t0, places, crops), stop):
                     break
                 i += 1
         except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
             errors.append(exc)
             stop.set()
         finally:
-            _put(q_in, (j, _END, None, 0.0), stop)
+            _put(q_in, (j, _END, None, 0.0, None, None), stop)
 
     def infer() -> None:
         open_sources = len(jobs)
@@ -137,20 +142,16 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
 
 def _infer_batch(seg: Segmenter, items: list, q_out: queue.Queue, stats: PipelineStats,
                  stop: threading.Event) -> None:
-    t0 = time.perf_counter()
-    places = [seg.placements(frame) for _, _, frame, _ in items]
-    crops = [c for (_, _, frame, _), ps in zip(items, places) for c in seg.crops(frame, ps)]
     t1 = time.perf_counter()
-    labels = seg.infer(crops)
+    labels = seg.infer([c for *_, crops in items for c in crops])
     t2 = time.perf_counter()
     k = 0
     out = []
-    for (j, i, frame, t_read), ps in zip(items, places):
-        out.append((j, i, frame, seg.assemble(frame.shape, labels[k:k + len(ps)], ps), t_read))
-        k += len(ps)
+    for j, i, frame, t_read, places, _ in items:
+        out.append((j, i, frame, seg.assemble(frame.shape, labels[k:k + len(places)], places), t_read))
+        k += len(places)
     t3 = time.perf_counter()
     n = len(items)
-    stats.add("preprocess", (t1 - t0) * 1000 / n)
     stats.add("infer", (t2 - t1) * 1000 / n)
     stats.add("postprocess", (t3 - t2) * 1000 / n)
     stats.batches.append(n)

@@ -31,17 +31,18 @@ class Segmenter:
                                                spinning=spinning, fp16=fp16, size=size)
         self.mode = mode
         self.size = self.backend.size
-        self.tracker = None
-        if mode == "face":
+        self.trackers: dict[int, object] = {}  # face mode: one tracker per stream
+
+    def placements(self, frame: np.ndarray, stream: int = 0) -> list[Placement]:
+        """The squares of ``frame`` the model will see (one letterbox, or one per face); face
+        boxes are tracked and smoothed per ``stream`` (call in frame order for each stream)."""
+        if self.mode == "full":
+            return [letterbox_placement(*frame.shape[:2])]
+        if stream not in self.trackers:
             from msf.runtime.faces import FaceTracker
 
-            self.tracker = FaceTracker()
-
-    def placements(self, frame: np.ndarray) -> list[Placement]:
-        """The squares of ``frame`` the model will see (one letterbox, or one per face)."""
-        if self.tracker is None:
-            return [letterbox_placement(*frame.shape[:2])]
-        return self.tracker.update(frame)
+            self.trackers[stream] = FaceTracker()
+        return self.trackers[stream].update(frame)
 
     def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
         return [square_crop(frame, p, self.size) for p in places]
@@ -72,7 +73,7 @@ class Segmenter:
         for f in frames_bgr:
             if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise MsfError("frames must be H×W×3 uint8 BGR arrays")
-        places = [self.placements(f) for f in frames_bgr]
+        places = [self.placements(f) for f in frames_bgr]  # one stream: frames in order
         crops = [c for f, ps in zip(frames_bgr, places) for c in self.crops(f, ps)]
         labels = self.infer(crops)
         out, i = [], 0

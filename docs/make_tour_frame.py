@@ -1,0 +1,36 @@
+"""Regenerate the README's example frame from a public-domain face that ships in a registry
+package (scikit-image's ``astronaut()``, NASA, public domain) — never from the data root.
+
+    pip install scikit-image && python docs/make_tour_frame.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data
+
+from msf.runtime import Segmenter
+from msf.runtime.render import RenderOptions, render
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    frame = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    # A 1280×720 frame with the astronaut in it, like a webcam picture, parsed in face mode.
+    canvas = np.full((720, 1280, 3), 40, np.uint8)
+    canvas[104:616, 384:896] = frame
+    seg = Segmenter(mode="face")
+    labels = seg.predict(canvas)
+    out = render(canvas, labels, RenderOptions(alpha=0.55, legend=True, hud=True, side_by_side=False),
+                 [f"{seg.describe()}  face mode {seg.size}px"])
+    small = cv2.resize(out, (960, 540), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(HERE / "astronaut_msf.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    print("classes found:", sorted(set(np.unique(labels).tolist()) - {0}))
+
+
+if __name__ == "__main__":
+    main()
