@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from msf.data import list_samples, read_image
 from msf.export.onnx_export import ExportSpec, export_onnx
 from msf.export.precision import to_int8
 from msf.export.rewrite import GraphEnds
 from msf.export.sidecar import build_sidecar
 from msf.export.verify import make_input
-from msf.runtime.timing import environment, summarize
-
-from msf.data import list_samples, read_image
 from msf.model import load_model
 from msf.paths import data_root
+from msf.runtime.timing import environment, summarize
 
 HERE = Path(__file__).resolve().parent
 FLOAT, FRAMES = GraphEnds("float", "rgb", "logits"), GraphEnds("uint8", "bgr", "labels")

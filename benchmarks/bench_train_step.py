@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from msf.runtime.timing import environment
 
 from msf.evaluate import autocast
 from msf.losses import seg_loss
 from msf.model import MicroSegFormer
+from msf.runtime.timing import environment
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = [(256, 16), (512, 8)]

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from msf.data import list_samples
+from msf.paths import data_root
 from msf.runtime.pipeline import Job, PipelineConfig, run_pipeline
 from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import VideoSink
 from msf.runtime.sources import open_source
 from msf.runtime.stats import PipelineStats
 from msf.runtime.timing import environment, summarize, time_calls
-
-from msf.data import list_samples
-from msf.paths import data_root
 
 HERE = Path(__file__).resolve().parent
 

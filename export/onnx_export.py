@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import onnx
 import torch
-from msf.export.rewrite import GraphEnds, deploy
 from onnx import helper
 from torch import nn
 
 from msf.errors import MsfError
+from msf.export.rewrite import GraphEnds, deploy
 from msf.model import MicroSegFormer
 
 TARGETS = ("onnxruntime", "tensorrt")

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
+from msf.errors import MsfError
 from msf.export.onnx_export import ExportSpec, export_onnx, graph_summary
 from msf.export.sidecar import build_sidecar, file_sha256, read_sidecar, sidecar_path, write_json_atomic
 from msf.export.verify import (
@@ -20,8 +22,6 @@ from msf.export.verify import (
     ort_runner,
     verify_session,
 )
-
-from msf.errors import MsfError
 from msf.model import MicroSegFormer, load_model
 from msf.paths import WEIGHTS_PATH
 

@@ -97,29 +97,58 @@ class TorchBackend(Backend):
 
     name = "pytorch"
 
-    def __init__(self, ckpt: str | Path | None, device: str = "cpu", fp16: bool = False, size: int = 512) -> None:
+    def __init__(self, ckpt: str | Path | None, device: str = "cpu", fp16: bool = False, size: int = 512,
+                 head: str = "labels", cuda_graphs: bool = False) -> None:
         import torch
-        from msf.export.rewrite import GraphEnds, deploy
 
+        from msf.export.rewrite import GraphEnds, deploy
         from msf.model import load_model
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise MsfError("the PyTorch CUDA backend needs a CUDA GPU; none is visible")
+        if (fp16 or cuda_graphs) and not device.startswith("cuda"):
+            raise MsfError("fp16 and CUDA graphs on the PyTorch backend need --device cuda")
         super().__init__({"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "bgr", "size": size,
-                          "batch": None}, "labels")
+                          "batch": None}, head)
         self.torch = torch
         self.device = device
-        self.model = deploy(load_model(ckpt), "matmul", GraphEnds(**RUNTIME_ENDS), size).to(device)
+        ends = GraphEnds(RUNTIME_ENDS["io"], RUNTIME_ENDS["color"], head)
+        self.model = deploy(load_model(ckpt), "matmul", ends, size).to(device)
         if fp16:
-            if device == "cpu":
-                raise MsfError("fp16 on the PyTorch backend needs CUDA (use the CPU backend in fp32)")
             self.model = self.model.half()
             self.precision = "fp16"
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], tuple] = {}
+
+    def _graph_for(self, shape: tuple[int, ...]):
+        """Capture one CUDA graph per input shape (static input/output buffers, replayed)."""
+        torch = self.torch
+        if shape not in self._graphs:
+            static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.inference_mode():
+                for _ in range(3):  # warm-up on a side stream before capture, as the CUDA graphs docs ask
+                    self.model(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.inference_mode():
+                static_out = self.model(static_in)
+            self._graphs[shape] = (graph, static_in, static_out)
+        return self._graphs[shape]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-            return self.model(x).cpu().numpy()
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.cuda_graphs:
+            graph, static_in, static_out = self._graph_for(tuple(x.shape))
+            static_in.copy_(x)
+            graph.replay()
+            out = static_out
+        else:
+            with torch.inference_mode():
+                out = self.model(x.to(self.device))
+        return (out.float() if self.output_kind == "logits" else out).cpu().numpy()
 
 
 class OpenVinoBackend(Backend):
@@ -158,19 +187,19 @@ def cache_dir() -> Path:
     return Path(root).expanduser()
 
 
-def cached_onnx(ckpt: str | Path | None, size: int = 512) -> Path:
-    """The fused runtime ONNX (uint8 BGR frames -> labels) of a checkpoint, exported once and cached."""
+def cached_onnx(ckpt: str | Path | None, size: int = 512, head: str = "labels") -> Path:
+    """The fused runtime ONNX (uint8 BGR frames -> labels or logits) of a checkpoint, exported once
+    and cached."""
     from msf.export.onnx_export import ExportSpec, export_onnx
     from msf.export.rewrite import GraphEnds
     from msf.export.sidecar import build_sidecar, file_sha256, sidecar_path, write_json_atomic
-
     from msf.model import load_model
     from msf.paths import WEIGHTS_PATH
 
     src = Path(ckpt) if ckpt else WEIGHTS_PATH
     if not src.is_file():
         raise MsfError(f"checkpoint not found: {src}")
-    spec = ExportSpec(ends=GraphEnds(**RUNTIME_ENDS), size=size)
+    spec = ExportSpec(ends=GraphEnds(RUNTIME_ENDS["io"], RUNTIME_ENDS["color"], head), size=size)
     sha = file_sha256(src)
     key = hashlib.sha256(f"{sha}-{spec}".encode()).hexdigest()[:16]
     out = cache_dir() / f"msf-{key}.onnx"
@@ -190,7 +219,7 @@ def cached_onnx(ckpt: str | Path | None, size: int = 512) -> Path:
 
 def create_backend(model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
                    threads: int | None = None, spinning: bool = False, fp16: bool = False,
-                   size: int = 512) -> Backend:
+                   size: int = 512, head: str = "labels", cuda_graphs: bool = False) -> Backend:
     """A backend for ``model`` (checkpoint, ONNX or engine by extension; None = shipped weights).
 
     ``auto``: an ``.engine`` runs on TensorRT; anything else on ONNX Runtime's best provider
@@ -213,8 +242,8 @@ def create_backend(model: str | Path | None = None, backend: str = "auto", *, de
     if backend == "pytorch":
         if ext not in CHECKPOINT_EXTS:
             raise MsfError("--backend pytorch takes a checkpoint (.pt/.pth)")
-        return TorchBackend(path, device or "cpu", fp16, size)
-    onnx_path = path if ext == ".onnx" else cached_onnx(path, size)
+        return TorchBackend(path, device or "cpu", fp16, size, head, cuda_graphs)
+    onnx_path = path if ext == ".onnx" else cached_onnx(path, size, head)
     from msf.export.pipeline import sidecar_for
 
     sidecar = sidecar_for(onnx_path)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from msf.runtime.preprocess import Placement
 
 from msf.errors import MsfError
+from msf.runtime.preprocess import Placement
 
 # Measured on 58 of the CE7454 training crops: the Haar face box spans 0.65 of the crop's side
 # (10-90 %: 0.60-0.71) and its centre sits at (0.50, 0.55) of the crop.

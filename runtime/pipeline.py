@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from msf.errors import MsfError
 from msf.runtime.render import RenderOptions, render
 from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
 from msf.runtime.sources import Source
 from msf.runtime.stats import PipelineStats
-
-from msf.errors import MsfError
 
 _END = object()
 
@@ -143,7 +143,8 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
 def _infer_batch(seg: Segmenter, items: list, q_out: queue.Queue, stats: PipelineStats,
                  stop: threading.Event) -> None:
     t1 = time.perf_counter()
-    labels = seg.infer([c for *_, crops in items for c in crops])
+    labels = seg.infer([c for *_, crops in items for c in crops],
+                       [it[0] for it in items for _ in it[5]])
     t2 = time.perf_counter()
     k = 0
     out = []

@@ -8,6 +8,7 @@ from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
+
 from msf.runtime.timing import summarize
 
 STAGES = ("read", "preprocess", "infer", "postprocess", "render", "write", "end_to_end")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from msf.export.sidecar import read_sidecar
-from msf.runtime.backends import Backend
 
 from msf.errors import MsfError
+from msf.export.sidecar import read_sidecar
+from msf.runtime.backends import Backend
 
 
 def _cudart():

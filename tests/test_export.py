@@ -9,14 +9,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx.reference import ReferenceEvaluator
+
+from msf.data import resize_image
 from msf.export.onnx_export import ExportSpec, export_onnx
 from msf.export.precision import to_fp16, to_int8
 from msf.export.rewrite import GraphEnds, deploy
 from msf.export.sidecar import build_sidecar
 from msf.export.verify import make_input, ort_runner, verify_session
-from onnx.reference import ReferenceEvaluator
-
-from msf.data import resize_image
 from msf.metrics import ce7454_fscore
 from msf.model import MicroSegFormer
 

@@ -10,12 +10,12 @@ import time
 import cv2
 import numpy as np
 import pytest
-from msf.runtime import Segmenter
-from msf.runtime.preprocess import Placement, letterbox_placement, paste_labels, square_crop
 from PIL import Image
 
 from msf.data import list_samples
 from msf.errors import MsfError
+from msf.runtime import Segmenter
+from msf.runtime.preprocess import Placement, letterbox_placement, paste_labels, square_crop
 
 
 def _faces(root, n, size):
@@ -227,3 +227,37 @@ def test_stalled_live_source_times_out(monkeypatch):
     with pytest.raises(MsfError, match="stalled"):
         src.read()
     assert time.time() - t0 < 2
+
+
+def test_temporal_smoothing_averages_probabilities(clips, tmp_path):
+    frames = _read_all(clips["small"])
+    plain, smooth = Segmenter(), Segmenter(smooth=0.8)
+    assert smooth.backend.output_kind == "logits"
+    first = smooth.predict(frames[0])
+    assert (first == plain.predict(frames[0])).mean() > 0.999  # nothing to average yet: same labels
+    # after the cut to another face, the smoothed labels still carry the previous face
+    for f in frames[1:4]:
+        smooth.predict(f)
+    cut_plain, cut_smooth = plain.predict(frames[3]), smooth.predict(frames[3])
+    assert (cut_smooth == first).mean() > (cut_plain == first).mean()
+    r = video(clips["small"], "--smooth", "0.5", "--save-masks", tmp_path / "m", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "m").glob("*.png"))) == 6
+    with pytest.raises(MsfError, match="mode full"):
+        Segmenter(mode="face", smooth=0.5)
+
+
+def test_pytorch_backend_matches_onnxruntime(clips, seg):
+    frame = _read_all(clips["small"])[0]
+    torch_seg = Segmenter(backend="pytorch")
+    assert torch_seg.describe().startswith("pytorch")
+    assert (torch_seg.predict(frame) == seg.predict(frame)).mean() > 0.999
+
+
+def test_openvino_backend_bf16_close_to_fp32(clips, seg):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'msf[openvino]')")
+    frame = _read_all(clips["small"])[0]
+    ov = Segmenter(backend="openvino")
+    assert ov.describe().startswith("openvino")
+    agreement = (ov.predict(frame) == seg.predict(frame)).mean()
+    assert agreement > (0.99 if ov.backend.precision == "bf16" else 0.999)

@@ -1,11 +1,11 @@
 """TensorRT: the parts that need no TensorRT are tested here; the build runs where TensorRT and a GPU exist."""
 
 import pytest
+
+from msf.errors import MsfError
 from msf.export import tensorrt as trt_mod
 from msf.export.onnx_export import ExportSpec
 from msf.export.tensorrt import Profile, build_strategy
-
-from msf.errors import MsfError
 
 
 def test_profile_parsing_and_shapes():

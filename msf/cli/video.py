@@ -34,6 +34,9 @@ def build_parser():
     p.add_argument("--spinning", action="store_true", help="let ONNX Runtime workers spin (faster alone, "
                                                            "starves decode/encode on few cores)")
     p.add_argument("--fp16", action="store_true", help="pytorch backend on CUDA: run in fp16")
+    p.add_argument("--cuda-graphs", action="store_true", help="pytorch backend on CUDA: replay CUDA graphs")
+    p.add_argument("--smooth", type=float, default=0.0, metavar="A",
+                   help="temporal smoothing of class probabilities, p = A·p_prev + (1-A)·p_now (full mode)")
     p.add_argument("--mode", choices=["full", "face"], default="full",
                    help="full: whole frame letterboxed to a square; face: each detected face cropped and parsed")
     p.add_argument("--batch", type=int, default=4, help="most frames inferred together")
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sources = [open_source(s, args.stall_timeout) for s in args.sources]
         seg = Segmenter(args.model, args.backend, args.mode, device=args.device,
-                        threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16)
+                        threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
+                        smooth=args.smooth, cuda_graphs=args.cuda_graphs)
         for src, out in zip(sources, _outputs(args, sources)):
             h, w = src.peek().shape[:2]
             width = 2 * w if args.side_by_side else w
