@@ -151,6 +151,29 @@ class TorchBackend(Backend):
         return (out.float() if self.output_kind == "logits" else out).cpu().numpy()
 
 
+class TorchReferenceBackend(Backend):
+    """PyTorch eager, the training graph as published (``forward_reference``), fp32 on the CPU:
+    the reference every other backend is compared with, and the baseline of the benchmarks."""
+
+    name = "pytorch-eager"
+
+    def __init__(self, ckpt: str | Path | None, size: int = 512, threads: int | None = None) -> None:
+        import torch
+
+        from msf.model import load_model
+
+        super().__init__({"name": "image", "dtype": "float32", "layout": "NCHW", "color": "rgb", "size": size,
+                          "batch": None}, "logits")
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = load_model(ckpt)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model.forward_reference(self.torch.from_numpy(batch)).numpy()
+
+
 class OpenVinoBackend(Backend):
     """OpenVINO on Intel CPUs/GPUs; bf16 where the CPU has AMX (DESIGN §6 measured 27 ms vs 47 ms f32)."""
 
@@ -239,9 +262,11 @@ def create_backend(model: str | Path | None = None, backend: str = "auto", *, de
         return TensorRTBackend(path)
     if ext in (".engine", ".plan"):
         raise MsfError(f"a TensorRT engine runs only on --backend tensorrt (asked: {backend})")
-    if backend == "pytorch":
+    if backend in ("pytorch", "pytorch-eager"):
         if ext not in CHECKPOINT_EXTS:
-            raise MsfError("--backend pytorch takes a checkpoint (.pt/.pth)")
+            raise MsfError(f"--backend {backend} takes a checkpoint (.pt/.pth)")
+        if backend == "pytorch-eager":
+            return TorchReferenceBackend(path, size, threads)
         return TorchBackend(path, device or "cpu", fp16, size, head, cuda_graphs)
     onnx_path = path if ext == ".onnx" else cached_onnx(path, size, head)
     from msf.export.pipeline import sidecar_for
@@ -253,4 +278,4 @@ def create_backend(model: str | Path | None = None, backend: str = "auto", *, de
         return OpenVinoBackend(onnx_path, sidecar, (device or "CPU").upper(), None, threads)
     if backend == "tensorrt":
         raise MsfError("--backend tensorrt needs an engine: build one with msf-export --tensorrt")
-    raise MsfError(f"unknown backend {backend!r} (auto, onnxruntime, pytorch, openvino, tensorrt)")
+    raise MsfError(f"unknown backend {backend!r} (auto, onnxruntime, pytorch, pytorch-eager, openvino, tensorrt)")

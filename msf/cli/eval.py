@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from msf.cli.common import int_list, make_parser
+from msf.cli.common import console, int_list, make_parser
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -137,12 +137,11 @@ def _save(sample, img, pred, masks_dir, over_dir, save_label_png, save_rgb, over
 
 
 def _print_tables(results: dict, args, root) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from msf.labels import LABELS
 
-    console = Console()
+    con = console()
     sizes = list(results)
     if args.per_class:
         t = Table(title="per-class F1 / IoU")
@@ -159,14 +158,14 @@ def _print_tables(results: dict, args, root) -> None:
                 row += ([f"{pc['f1']:.3f}", f"{pc['iou']:.3f}"] if pc["support"] else ["-", "-"])
             row.append(f"{results[sizes[0]]['per_class'][name]['support']:,}")
             t.add_row(*row)
-        console.print(t)
+        con.print(t)
     s = Table(title=f"msf-eval: {results[sizes[0]]['images']} images from {root} (split {args.split})")
     for col in ("input size", "CE7454 F-score", "F1 (lit., fg mean)", "mIoU", "pixel acc.", "seconds"):
         s.add_column(col, justify="right")
     for size, r in results.items():
         s.add_row(f"{size}²", f"{r['f_score']:.4f}", f"{r['f1_literature']:.4f}", f"{r['miou']:.4f}",
                   f"{r['pixel_accuracy']:.4f}", f"{r['seconds']:.1f}")
-    console.print(s)
+    con.print(s)
 
 
 def entry() -> None:

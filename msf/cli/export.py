@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from msf.cli.common import make_parser
+from msf.cli.common import console, make_parser
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -108,7 +108,6 @@ def _fmt_sig(sigs: list[dict]) -> str:
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     g = summary["graph"]
@@ -132,11 +131,10 @@ def _print_summary(summary: dict) -> None:
         e = summary["engine"]
         t.add_row("engine", f"{e['file']} ({e['bytes'] / 1e6:.2f} MB, TensorRT {e['tensorrt']}, {e['gpu']['name']})")
     t.add_row("time", f"{summary['seconds']:.1f} s")
-    Console().print(t)
+    console().print(t)
 
 
 def _print_verification(reports: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="msf-export --verify")
@@ -149,7 +147,7 @@ def _print_verification(reports: list[dict]) -> None:
                   "-" if r["f_score_torch"] is None else f"{r['f_score_torch']:.4f}",
                   "-" if r["f_score_onnx"] is None else f"{r['f_score_onnx']:.4f}",
                   "PASS" if r["ok"] else "FAIL: " + "; ".join(r["failures"]))
-    Console().print(t)
+    console().print(t)
 
 
 def entry() -> None:

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from msf.cli.common import make_parser
+from msf.cli.common import console, make_parser
 from msf.config import PRESETS, config_from_dict, load_config_file, merge, parse_phases
 from msf.errors import MsfError, run_cli
 
@@ -114,14 +114,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="msf-train summary", show_header=False)
     for key in ("epochs", "steps", "minutes", "best_f_score", "stopped", "best", "last"):
         val = summary[key]
         table.add_row(key, f"{val:.4f}" if isinstance(val, float) and key == "best_f_score" else str(val))
-    Console(file=sys.stderr).print(table)
+    console(stderr=True).print(table)
 
 
 def entry() -> None:

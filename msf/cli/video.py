@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from msf.cli.common import make_parser
+from msf.cli.common import console, make_parser
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -147,24 +147,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stderr)
+    con = console(stderr=True)
     t = Table(title=f"msf-video: {summary['frames']} frames, {summary['fps']:.1f} FPS, {summary['backend']}, "
                     f"mode {summary['mode']}")
     for col in ("stage", "mean ms", "p50 ms", "p90 ms", "p99 ms"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for name, s in summary["stages"].items():
         t.add_row(name, f"{s['mean_ms']:.1f}", f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}", f"{s['p99_ms']:.1f}")
-    console.print(t)
+    con.print(t)
     for s in summary["sources"]:
         line = f"{s['source']}: {s['frames_out']} frames"
         if s["output"]:
             line += f" -> {s['output']} ({s['codec']})"
         if s["dropped"]:
             line += f", {s['dropped']} stale frames dropped"
-        console.print(line)
+        con.print(line)
 
 
 def entry() -> None:

@@ -1,0 +1,115 @@
+"""msf-bench: the timing machinery on a fake backend of known latency (deterministic: a fake clock),
+and the command's bad-input errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from msf.runtime.backends import Backend
+from msf.runtime.benchmark import BenchSettings, measure
+from msf.runtime.timing import summarize
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class FakeBackend(Backend):
+    """Takes ``base + per_image * batch`` ms per call on the fake clock; the first ``slow`` calls
+    (warm-up) take 100× longer, and every 10th call has +20 % jitter."""
+
+    name = "fake"
+
+    def __init__(self, clock, base=4.0, per_image=1.0, slow=3):
+        super().__init__({"dtype": "uint8", "layout": "NHWC", "color": "bgr", "size": 64, "batch": None}, "labels")
+        self.clock, self.base, self.per_image, self.slow, self.calls = clock, base, per_image, slow, 0
+
+    def infer(self, batch):
+        self.calls += 1
+        ms = self.base + self.per_image * len(batch)
+        if self.calls <= self.slow:
+            ms *= 100
+        elif self.calls % 10 == 0:
+            ms *= 1.2
+        self.clock.t += ms / 1000
+        return np.zeros((len(batch), 64, 64), np.uint8)
+
+
+@pytest.mark.parametrize("batch", [1, 4, 8])
+def test_percentiles_warmup_and_throughput_on_known_latency(batch):
+    clock = FakeClock()
+    backend = FakeBackend(clock)
+    frames = [np.zeros((64, 64, 3), np.uint8)]
+    rec = measure(backend, frames, BenchSettings(batch=batch, warmup=3, iters=50), clock=clock)
+    known = 4.0 + 1.0 * batch
+    assert rec["p50_ms"] == pytest.approx(known)  # the slow warm-up calls are excluded
+    assert rec["min_ms"] == pytest.approx(known) and rec["max_ms"] == pytest.approx(1.2 * known)
+    assert rec["min_ms"] <= rec["p50_ms"] <= rec["p90_ms"] <= rec["p95_ms"] <= rec["p99_ms"] <= rec["max_ms"]
+    assert rec["throughput_ips"] == pytest.approx(batch * 1000 / known)
+    assert rec["runs"] == 50
+    assert rec["e2e_p50_ms"] >= rec["p50_ms"] - 1e-9  # end to end includes the same backend call
+    assert len(rec["_samples"]) == 50
+
+
+def test_duration_mode_and_noise_flag():
+    clock = FakeClock()
+    backend = FakeBackend(clock, slow=0)
+    rec = measure(backend, [np.zeros((64, 64, 3), np.uint8)], BenchSettings(1, 0, None, 0.5), clock=clock)
+    assert rec["runs"] == pytest.approx(0.5 / 0.005, abs=2)
+    assert not rec["noisy"]  # 20 % jitter on one call in ten keeps CV under 10 %
+    s = summarize(np.array([10.0, 10.0, 30.0, 10.0]))
+    assert s["cv"] > 0.1
+
+
+def bench(*args):
+    return subprocess.run([sys.executable, "-m", "msf.cli.bench", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--engine", "model.tflite"], "unknown model file type"),
+    (["--engine", "missing.onnx"], "model file not found"),
+])
+def test_bad_input_one_line(tmp_path, args, needle):
+    r = bench(*args)
+    assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_engine_without_gpu_is_one_line(tmp_path):
+    from msf.export.tensorrt import tensorrt_version
+
+    if tensorrt_version() is not None:
+        pytest.skip("TensorRT is installed here")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    r = bench("--engine", engine)
+    assert r.returncode == 1 and "TensorRT is not installed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_real_onnx_json_and_accuracy(tmp_path, faces_root, shipped_model):
+    out = tmp_path / "m.onnx"
+    e = subprocess.run([sys.executable, "-m", "msf.cli.export", "-o", str(out), "--io", "uint8", "--color", "bgr",
+                        "--head", "labels", "--size", "256", "--verify-images", "2"], capture_output=True, text=True,
+                       timeout=600)
+    assert e.returncode == 0, e.stderr
+    r = bench("--engine", out, "--batch", "1,2", "--iters", "3", "--warmup", "1", "--data", faces_root,
+              "--accuracy-images", "2", "--json", tmp_path / "b.json", "--csv", tmp_path / "b.csv",
+              "--plot", tmp_path / "b.png", "--markdown", tmp_path / "b.md")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert [rec["batch"] for rec in res["records"]] == [1, 2]
+    rec = res["records"][0]
+    for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_ips",
+                "e2e_p50_ms", "e2e_p99_ms", "f_score", "agreement", "cv", "backend", "precision", "size",
+                "file_mb"):
+        assert key in rec, key
+    assert rec["size"] == 256 and rec["agreement"] > 0.99
+    assert res["environment"]["cores"] and res["environment"]["versions"]["onnxruntime"]
+    assert (tmp_path / "b.png").stat().st_size > 10_000 and "| model |" in (tmp_path / "b.md").read_text()
