@@ -1,0 +1,171 @@
+"""The project's headline table, reproduced on the current machine with one command.
+
+PyTorch eager (training graph) vs ONNX reference export vs fused export (fp32) vs INT8, all on
+ONNX Runtime CPU; OpenVINO bf16 where installed; the peer SegFormer-B0 (19 classes, built from
+its config with ``transformers``, same input size) where installed. Batch 1, 512², shipped
+weights; accuracy on the shipped checkpoint's own validation faces. Also checks that msf-bench's
+p50 for the fused export agrees with an independent plain timed loop of the same file.
+
+    python benchmarks/run_suite.py [--iters 30] [--accuracy-images 100]
+
+Writes benchmarks/results/suite_cpu.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+from msf.checkpoint import checkpoint_metadata
+from msf.cli.bench import markdown, plot
+from msf.data import list_samples, read_pair
+from msf.export.onnx_export import ExportSpec, export_onnx
+from msf.export.pipeline import ExportOptions, run_export
+from msf.export.rewrite import GraphEnds
+from msf.paths import data_root
+from msf.runtime.backends import Backend, create_backend
+from msf.runtime.benchmark import BenchSettings, accuracy, frame_labels, measure
+from msf.runtime.timing import environment, summarize
+
+HERE = Path(__file__).resolve().parent
+FRAMES = GraphEnds("uint8", "bgr", "labels")
+
+
+class SegFormerB0(Backend):
+    """HF transformers SegFormer-B0 (3.7M params), 19 classes, random weights: a speed peer only."""
+
+    name = "segformer-b0 (torch)"
+
+    def __init__(self, threads: int) -> None:
+        import torch
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+        super().__init__({"dtype": "float32", "layout": "NCHW", "color": "rgb", "size": 512, "batch": None}, "logits")
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = SegformerForSemanticSegmentation(SegformerConfig(num_labels=19)).eval()
+
+    def infer(self, batch):
+        with self.torch.inference_mode():
+            logits = self.model(pixel_values=self.torch.from_numpy(batch)).logits
+            return self.torch.nn.functional.interpolate(logits, size=batch.shape[-2:], mode="bilinear").numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--accuracy-images", type=int, default=100)
+    ap.add_argument("--out", default=str(HERE / "results" / "suite_cpu"))
+    args = ap.parse_args()
+    root = data_root()
+    if root is None:
+        sys.exit("run_suite: needs the face data (MSF_DATA or ../shared/data/faces)")
+    frames = [cv2.imread(str(s.image)) for s in list_samples(root / "unlabeled", require_masks=False)[:8]]
+    val = set(checkpoint_metadata().get("val_names") or [])
+    samples = [s for s in list_samples(root) if s.name in val][: args.accuracy_images]
+    pairs = [(cv2.cvtColor(i, cv2.COLOR_RGB2BGR), m) for i, m in (read_pair(s) for s in samples)]
+    settings = BenchSettings(1, args.warmup, args.iters)
+    records, samples_ms, skipped = [], [], []
+    ref_backend = create_backend(None, "pytorch-eager", threads=args.threads)
+
+    def reference(imgs):
+        return frame_labels(ref_backend, imgs)
+
+    def add(label: str, backend: Backend, path: Path | None, with_accuracy: bool = True) -> dict:
+        t0 = time.perf_counter()
+        rec = measure(backend, frames, settings)
+        samples_ms.append(rec.pop("_samples"))
+        acc = accuracy(backend, reference, pairs) if with_accuracy else {}
+        rec = {"model": label, "backend": backend.name, "precision": backend.precision, "device": backend.device,
+               "batch": 1, "size": 512, "file_mb": round(path.stat().st_size / 1e6, 2) if path else None,
+               "threads": args.threads, **rec, **acc, "seconds": round(time.perf_counter() - t0, 1)}
+        records.append(rec)
+        print(f"{label}: p50 {rec['p50_ms']:.1f} ms, e2e {rec['e2e_p50_ms']:.1f} ms", file=sys.stderr)
+        return rec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        add("PyTorch eager (training graph)", ref_backend, None)
+        ref_onnx = tmp / "reference.onnx"
+        onnx.save(export_onnx(ref_backend.model, ExportSpec("reference")), ref_onnx)
+        _sidecar(ref_onnx, ExportSpec("reference"))
+        add("ONNX reference export", create_backend(ref_onnx, "onnxruntime", threads=args.threads), ref_onnx)
+        fused = tmp / "fused.onnx"
+        run_export(ExportOptions(out=fused, spec=ExportSpec(ends=FRAMES), verify_images=4), log=lambda m: None)
+        fused_rec = add("fused export fp32", create_backend(fused, "onnxruntime", threads=args.threads), fused)
+        int8 = tmp / "int8.onnx"
+        run_export(ExportOptions(out=int8, spec=ExportSpec(ends=FRAMES), precision="int8", verify_images=4,
+                                 calib_images=32), log=lambda m: None)
+        add("INT8 export (QDQ)", create_backend(int8, "onnxruntime", threads=args.threads), int8)
+        try:
+            add("fused export, OpenVINO", create_backend(fused, "openvino", threads=args.threads), fused)
+        except Exception as exc:  # noqa: BLE001
+            skipped.append(f"OpenVINO: {exc}")
+        try:
+            add("SegFormer-B0 (HF transformers, peer, random weights)", SegFormerB0(args.threads), None,
+                with_accuracy=False)
+        except ImportError as exc:
+            skipped.append(f"SegFormer-B0 peer: transformers is not installed ({exc.name})")
+        # msf-bench's number against an independent plain loop over the same file.
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(str(fused), so, providers=["CPUExecutionProvider"])
+        x = np.ascontiguousarray(cv2.resize(frames[0], (512, 512))[None])
+        for _ in range(args.warmup):
+            sess.run(None, {"image": x})
+        plain = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            sess.run(None, {"image": x})
+            plain.append((time.perf_counter() - t0) * 1000)
+        plain_s = summarize(np.array(plain))
+    cross = {"msf_bench_p50_ms": fused_rec["p50_ms"], "plain_loop_p50_ms": plain_s["p50_ms"],
+             "relative_difference": abs(fused_rec["p50_ms"] - plain_s["p50_ms"]) / plain_s["p50_ms"],
+             "plain_loop_cv": plain_s["cv"]}
+    base = records[0]["p50_ms"]
+    for r in records:
+        r["speedup_vs_pytorch_eager"] = base / r["p50_ms"]
+    env = environment()
+    result = {"benchmark": "headline suite, CPU, batch 1, 512x512",
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "iters": args.iters, "warmup": args.warmup, "threads": args.threads,
+              "accuracy_images": len(pairs), "environment": env, "records": records,
+              "msf_bench_vs_plain_loop": cross, "skipped": skipped}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    md = (f"### {result['benchmark']}\n\n{result['date']} · median of {args.iters} runs after {args.warmup} "
+          f"warm-up · {args.threads} threads · accuracy on {len(pairs)} validation faces of the shipped weights\n\n"
+          + markdown(records, env)
+          + f"\nmsf-bench p50 for the fused export {cross['msf_bench_p50_ms']:.1f} ms vs an independent plain "
+            f"ORT loop {cross['plain_loop_p50_ms']:.1f} ms (difference {cross['relative_difference']:.1%}).\n"
+          + "".join(f"\nskipped: {s}" for s in skipped) + "\n")
+    out.with_suffix(".md").write_text(md)
+    plot(records, samples_ms, str(out.with_suffix(".png")))
+    print(md)
+    return 0
+
+
+def _sidecar(path: Path, spec: ExportSpec) -> None:
+    from msf.export.sidecar import build_sidecar, sidecar_path, write_json_atomic
+
+    write_json_atomic(sidecar_path(path), build_sidecar(fmt="onnx", precision="fp32", target="onnxruntime",
+                                                        spec=spec, checkpoint_sha256=None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
