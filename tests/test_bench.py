@@ -4,6 +4,7 @@ and the command's bad-input errors."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,17 @@ def test_bench_real_onnx_json_and_accuracy(tmp_path, faces_root, shipped_model):
     assert rec["size"] == 256 and rec["agreement"] > 0.99
     assert res["environment"]["cores"] and res["environment"]["versions"]["onnxruntime"]
     assert (tmp_path / "b.png").stat().st_size > 10_000 and "| model |" in (tmp_path / "b.md").read_text()
+
+
+def test_gpu_check_reports_every_missing_part(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run benchmarks/gpu_check.py itself")
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(out), "--images", "1"],
+                       capture_output=True, text=True, timeout=600, cwd=str(Path(__file__).parents[1]))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["records"] == [] and len(res["skipped"]) == 6
+    assert all(s["reason"] for s in res["skipped"])
