@@ -261,3 +261,22 @@ def test_openvino_backend_bf16_close_to_fp32(clips, seg):
     assert ov.describe().startswith("openvino")
     agreement = (ov.predict(frame) == seg.predict(frame)).mean()
     assert agreement > (0.99 if ov.backend.precision == "bf16" else 0.999)
+
+
+def test_show_without_gui_is_one_line(clips):
+    r = video(clips["small"], "--show", "--no-progress")
+    if r.returncode == 0:
+        pytest.skip("this OpenCV has a GUI and a display")
+    assert r.returncode == 1 and "--show needs a GUI build of OpenCV" in r.stderr
+
+
+def test_engine_compatibility_is_checked_from_the_sidecar():
+    from msf.runtime.tensorrt_backend import check_engine_compatible
+
+    side = {"versions": {"tensorrt": "10.3.0"}, "gpu": {"name": "Orin", "compute_capability": "8.7"}}
+    check_engine_compatible(side, "10.3.0", {"name": "Orin", "compute_capability": "8.7"})
+    check_engine_compatible(None, "10.3.0", None)  # an engine built elsewhere: TensorRT decides
+    with pytest.raises(MsfError, match="built with TensorRT 10.3.0, this machine has 10.14.1"):
+        check_engine_compatible(side, "10.14.1", {"name": "Orin", "compute_capability": "8.7"})
+    with pytest.raises(MsfError, match="compute capability 8.7 .* this GPU is 9.0"):
+        check_engine_compatible(side, "10.3.0", {"name": "H100", "compute_capability": "9.0"})
