@@ -1,7 +1,10 @@
 """Regenerate the README's example frame from a public-domain face that ships in a registry
 package (scikit-image's ``astronaut()``, NASA, public domain) — never from the data root.
 
-    pip install scikit-image && python docs/make_tour_frame.py
+    pip install scikit-image && python docs/make_tour_frame.py [--clip astronaut.mp4]
+
+``--clip`` also writes a 3-second 1280×720 clip of the astronaut drifting across the frame, the
+input of the README's ``msf-video`` example.
 """
 
 from __future__ import annotations
@@ -18,8 +21,25 @@ from msf.runtime.render import RenderOptions, render
 HERE = Path(__file__).resolve().parent
 
 
+def write_clip(path: str, frame: np.ndarray, frames: int = 75) -> None:
+    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25, (1280, 720))
+    for i in range(frames):
+        canvas = np.full((720, 1280, 3), 40, np.uint8)
+        x = 100 + 8 * i
+        canvas[104:616, x:x + 512] = frame
+        vw.write(canvas)
+    vw.release()
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clip", help="also write a 1280×720 test clip here")
+    args = ap.parse_args()
     frame = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    if args.clip:
+        write_clip(args.clip, frame)
     # A 1280×720 frame with the astronaut in it, like a webcam picture, parsed in face mode.
     canvas = np.full((720, 1280, 3), 40, np.uint8)
     canvas[104:616, 384:896] = frame
