@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msf.model import EfficientAttention, MicroSegFormer
+from msf.model import EfficientAttention, MicroSegFormer, encode_stages
 
 ATTENTION_MODES = ("matmul", "mha", "attention23")
 
@@ -230,16 +230,7 @@ class DeployMicroSegFormer(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float() if self.ends.io == "uint8" else image
-        out_size = x.shape[-2:]
-        feats = []
-        for n in range(1, self.num_stages + 1):
-            tokens, h, w = getattr(self, f"patch_embed{n}")(x)
-            for blk in getattr(self, f"block{n}"):
-                tokens = blk(tokens, h, w)
-            tokens = getattr(self, f"norm{n}")(tokens)
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-            feats.append(x)
-        logits = self.decoder(feats, out_size)
+        logits = self.decoder(encode_stages(self, x, self.num_stages), x.shape[-2:])
         if self.ends.head == "labels":
             return logits.argmax(dim=1).to(torch.uint8)
         return logits

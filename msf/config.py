@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from msf.augment import Augment
 from msf.errors import MsfError
 from msf.model import ModelConfig
 
@@ -22,14 +23,8 @@ class Phase:
     batch: int = 32
 
 
-@dataclass
-class AugConfig:
-    flip: float = 0.5
-    rotate: float = 15.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.1
+# The augmentation's own dataclass is its configuration.
+AugConfig = Augment
 
 
 @dataclass

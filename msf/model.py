@@ -226,15 +226,7 @@ class MicroSegFormer(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stage feature maps, each N×C_i×H_i×W_i."""
-        feats = []
-        for n in range(1, self.num_stages + 1):
-            tokens, h, w = getattr(self, f"patch_embed{n}")(x)
-            for blk in getattr(self, f"block{n}"):
-                tokens = blk(tokens, h, w)
-            tokens = getattr(self, f"norm{n}")(tokens)
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-            feats.append(x)
-        return feats
+        return encode_stages(self, x, self.num_stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(x), tuple(x.shape[-2:]))
@@ -242,6 +234,20 @@ class MicroSegFormer(nn.Module):
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The published forward graph, op for op (slower; same function as ``forward``)."""
         return self.decoder.forward_reference(self.encode(x), tuple(x.shape[-2:]))
+
+
+def encode_stages(owner: nn.Module, x: torch.Tensor, num_stages: int) -> list[torch.Tensor]:
+    """Run ``owner``'s patch_embed{n} / block{n} / norm{n} stages (the training model's or its
+    deploy rewrite's) and return each stage's output as an N×C×H×W map."""
+    feats = []
+    for n in range(1, num_stages + 1):
+        tokens, h, w = getattr(owner, f"patch_embed{n}")(x)
+        for blk in getattr(owner, f"block{n}"):
+            tokens = blk(tokens, h, w)
+        tokens = getattr(owner, f"norm{n}")(tokens)
+        x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+        feats.append(x)
+    return feats
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -17,7 +17,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from msf import __version__
-from msf.augment import Augment
 from msf.checkpoint import atomic_save, read_checkpoint, standard_metadata
 from msf.config import TrainConfig
 from msf.data import FaceDataset, data_fingerprint, list_samples, read_pair, split_samples
@@ -164,8 +163,7 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
             f"{len(val_samples)} val images | device {device} ({ddp.world} process(es)) | amp {amp}")
     pairs = {s.name: read_pair(s) for s in train_samples + val_samples}
     val_pairs = [pairs[s.name] for s in val_samples]
-    aug = Augment(**{k: getattr(cfg.aug, k) for k in ("flip", "rotate", "scale", "brightness",
-                                                      "contrast", "saturation")})
+    aug = cfg.aug
     datasets: dict[int, FaceDataset] = {}
 
     stop = {"flag": False, "why": ""}
