@@ -25,7 +25,7 @@ from msf.data import list_samples, read_pair
 from msf.errors import MsfError
 from msf.paths import data_root
 from msf.runtime.backends import create_backend
-from msf.runtime.benchmark import BenchSettings, accuracy, frame_labels, measure
+from msf.runtime.benchmark import BenchSettings, accuracy, measure, reference_labels
 from msf.runtime.timing import environment
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +75,7 @@ def main() -> int:
         import numpy as np
 
         frames = [np.random.default_rng(i).integers(0, 256, (512, 512, 3), dtype=np.uint8) for i in range(8)]
-    cpu_ref = create_backend(None, "pytorch-eager")
+    ref_labels = reference_labels(create_backend(None, "pytorch-eager"), pairs) if pairs else []
     results, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, factory in parts(Path(tmp)):
@@ -85,7 +85,7 @@ def main() -> int:
                 skipped.append({"part": name, "reason": str(exc)})
                 print(f"skipped {name}: {exc}", file=sys.stderr)
                 continue
-            acc = accuracy(backend, lambda imgs: frame_labels(cpu_ref, imgs), pairs) if pairs else {}
+            acc = accuracy(backend, ref_labels, pairs) if pairs else {}
             for b in (int(v) for v in args.batches.split(",")):
                 rec = measure(backend, frames, BenchSettings(b, 10, args.iters))
                 rec.pop("_samples")

@@ -33,7 +33,7 @@ from msf.export.pipeline import ExportOptions, run_export
 from msf.export.rewrite import GraphEnds
 from msf.paths import data_root
 from msf.runtime.backends import Backend, create_backend
-from msf.runtime.benchmark import BenchSettings, accuracy, frame_labels, measure
+from msf.runtime.benchmark import BenchSettings, accuracy, measure, reference_labels
 from msf.runtime.timing import environment, summarize
 
 HERE = Path(__file__).resolve().parent
@@ -78,15 +78,13 @@ def main() -> int:
     settings = BenchSettings(1, args.warmup, args.iters)
     records, samples_ms, skipped = [], [], []
     ref_backend = create_backend(None, "pytorch-eager", threads=args.threads)
-
-    def reference(imgs):
-        return frame_labels(ref_backend, imgs)
+    ref_labels = reference_labels(ref_backend, pairs)
 
     def add(label: str, backend: Backend, path: Path | None, with_accuracy: bool = True) -> dict:
         t0 = time.perf_counter()
         rec = measure(backend, frames, settings)
         samples_ms.append(rec.pop("_samples"))
-        acc = accuracy(backend, reference, pairs) if with_accuracy else {}
+        acc = accuracy(backend, ref_labels, pairs) if with_accuracy else {}
         rec = {"model": label, "backend": backend.name, "precision": backend.precision, "device": backend.device,
                "batch": 1, "size": 512, "file_mb": round(path.stat().st_size / 1e6, 2) if path else None,
                "threads": args.threads, **rec, **acc, "seconds": round(time.perf_counter() - t0, 1)}
@@ -128,11 +126,12 @@ def main() -> int:
         fused_backend = create_backend(fused, "onnxruntime", threads=args.threads)
         x = np.ascontiguousarray(cv2.resize(frames[0], (512, 512))[None])
         plain, bench_p50 = [], []
+        per_round = max(3, args.iters // 3)
         for _ in range(3):
-            bench_p50.append(measure(fused_backend, frames, BenchSettings(1, 3, args.iters // 3))["p50_ms"])
+            bench_p50.append(measure(fused_backend, frames, BenchSettings(1, 3, per_round))["p50_ms"])
             for _ in range(3):
                 sess.run(None, {"image": x})
-            for _ in range(args.iters // 3):
+            for _ in range(per_round):
                 t0 = time.perf_counter()
                 sess.run(None, {"image": x})
                 plain.append((time.perf_counter() - t0) * 1000)

@@ -71,14 +71,18 @@ def measure(backend: Backend, frames: list[np.ndarray], settings: BenchSettings,
     return rec
 
 
-def accuracy(backend: Backend, reference: Callable[[list[np.ndarray]], list[np.ndarray]],
+def reference_labels(reference: Backend, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """The reference backend's labels for each pair's image (computed once, compared many times)."""
+    return [frame_labels(reference, [img])[0] for img, _ in pairs]
+
+
+def accuracy(backend: Backend, ref_labels: list[np.ndarray],
              pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """CE7454 F-score of ``backend`` on labeled (BGR image, mask) pairs, the reference's F-score,
-    and pixel label agreement with the reference (PyTorch fp32)."""
+    and pixel label agreement with the reference's labels (PyTorch fp32)."""
     f, f_ref, agree, total = [], [], 0, 0
-    for img, mask in pairs:
+    for (img, mask), ref in zip(pairs, ref_labels):
         lab = frame_labels(backend, [img])[0]
-        ref = reference([img])[0]
         f.append(ce7454_fscore(mask, lab))
         f_ref.append(ce7454_fscore(mask, ref))
         agree += int((lab == ref).sum())

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_paths(args.engine)
     from msf.runtime.backends import create_backend
-    from msf.runtime.benchmark import BenchSettings, accuracy, frame_labels, measure
+    from msf.runtime.benchmark import BenchSettings, accuracy, measure, reference_labels
     from msf.runtime.timing import environment
 
     threads = args.threads or os.cpu_count()
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     key = (ref_ckpt, size)
                     if key not in references:
                         ref = create_backend(ref_ckpt, "pytorch-eager", threads=threads, size=size)
-                        references[key] = lambda imgs, ref=ref: frame_labels(ref, imgs)
+                        references[key] = reference_labels(ref, pairs)
                     acc = accuracy(backend, references[key], pairs)
                 for batch in args.batch:
                     if backend.max_batch and batch != backend.max_batch:
