@@ -8,12 +8,11 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from msf import __version__
+from msf.atomic import atomic_write
 from msf.labels import LABELS, PALETTE
 
 
@@ -80,12 +79,7 @@ def build_sidecar(*, fmt: str, precision: str, target: str, spec, checkpoint_sha
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def read_sidecar(artifact: str | Path) -> dict[str, Any] | None:

@@ -8,12 +8,11 @@ TensorRT is imported lazily: nothing here touches CUDA until a build is asked fo
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from msf.atomic import atomic_write
 from msf.errors import MsfError
 
 
@@ -157,21 +156,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     blob = builder.build_serialized_network(network, config)
     if blob is None:
         raise MsfError("TensorRT failed to build the engine (see the TensorRT log above)")
-    _write_bytes_atomic(engine_path, memoryview(blob))
+    atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(memoryview(blob)))
     if timing_cache:
-        _write_bytes_atomic(timing_cache, memoryview(cache.serialize()))
+        atomic_write(timing_cache, lambda tmp: Path(tmp).write_bytes(memoryview(cache.serialize())))
     return {"tensorrt": trt.__version__, "gpu": gpu, "strategy": strategy,
             "profile": {"input": inp.name, "min": list(mn), "opt": list(opt), "max": list(mx)},
             "workspace_mb": workspace_mb, "builder_optimization_level": opt_level}
-
-
-def _write_bytes_atomic(path: str | Path, data) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

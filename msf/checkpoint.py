@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from msf.atomic import atomic_write
 from msf.errors import MsfError
 from msf.labels import LABELS, PALETTE
 from msf.model import MicroSegFormer, ModelConfig
@@ -131,17 +130,8 @@ def checkpoint_metadata(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save without ever leaving a half-written checkpoint."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def standard_metadata() -> dict[str, Any]:

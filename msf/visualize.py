@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from msf.atomic import atomic_write
 from msf.labels import PALETTE, palette_bytes
 
 
@@ -27,23 +26,11 @@ def overlay(image_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_label_png(path: str | Path, labels: np.ndarray) -> None:
     """Write class ids as a single-channel palette PNG (the CE7454 submission format)."""
     im = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette makes it P
     im.putpalette(palette_bytes())
-    _atomic_write(Path(path), lambda tmp: im.save(tmp, format="PNG"))
+    atomic_write(Path(path), lambda tmp: im.save(tmp, format="PNG"))
 
 
 def save_rgb(path: str | Path, image_rgb: np.ndarray) -> None:
@@ -58,4 +45,4 @@ def save_rgb(path: str | Path, image_rgb: np.ndarray) -> None:
             raise OSError(f"cannot encode {path}")
         Path(tmp).write_bytes(buf.tobytes())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

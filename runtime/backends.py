@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from msf.atomic import atomic_write
 from msf.errors import MsfError
 
 # What msf-video and Segmenter run when given a checkpoint: frames in, class ids out.
@@ -230,11 +231,8 @@ def cached_onnx(ckpt: str | Path | None, size: int = 512, head: str = "labels") 
         return out
     import onnx
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     proto = export_onnx(load_model(ckpt), spec)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    onnx.save(proto, tmp)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: onnx.save(proto, tmp))
     write_json_atomic(sidecar_path(out), build_sidecar(fmt="onnx", precision="fp32", target="onnxruntime",
                                                        spec=spec, checkpoint_sha256=sha))
     return out
