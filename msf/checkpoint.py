@@ -80,7 +80,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> ModelConfig:
     return cfg
 
 
-def _describe_mismatch(model: MicroSegFormer, state: dict[str, torch.Tensor]) -> str | None:
+def describe_mismatch(model: MicroSegFormer, state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` (missing/unexpected keys, shapes), or None."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -101,7 +102,7 @@ def build_model_from_state(state: dict[str, torch.Tensor], config: ModelConfig |
     if isinstance(config, dict):
         config = ModelConfig(**config)
     model = MicroSegFormer(config=config or infer_config(state))
-    problem = _describe_mismatch(model, state)
+    problem = describe_mismatch(model, state)
     if problem:
         raise MsfError(f"{source} is not a MicroSegFormer checkpoint: {problem}")
     model.load_state_dict(state, strict=True)

@@ -16,11 +16,17 @@ from msf.model import ModelConfig
 
 @dataclass
 class Phase:
-    """A run of epochs at one square input size and batch size (progressive resolution)."""
+    """A run of epochs at one square input size and batch size (progressive resolution).
+
+    With ``crop`` the images are resized to ``size`` and training sees random ``crop``² windows
+    of them: the objects keep the pixel scale of ``size`` (what the model is evaluated at) for
+    about (crop/size)² of the compute. Validation always runs on whole ``size``² images.
+    """
 
     epochs: int
     size: int = 512
     batch: int = 32
+    crop: int | None = None
 
 
 # The augmentation's own dataclass is its configuration.
@@ -89,12 +95,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _coerce(cls, key: str, annotation: str, value: Any) -> Any:
+    """Numbers given as text become numbers (YAML 1.1 reads ``1e-6`` as a string); others fail clearly."""
+    kinds = [k for k in ("int", "float") if k in annotation.split(" | ")]
+    if not kinds or not isinstance(value, str):
+        return value
+    try:
+        return int(value) if kinds == ["int"] else float(value)
+    except ValueError:
+        raise MsfError(f"{cls.__name__}.{key} must be a number, got {value!r}") from None
+
+
 def _build(cls, data: dict[str, Any]):
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
+    types = {f.name: str(f.type) for f in fields(cls)}
+    unknown = set(data) - set(types)
     if unknown:
         raise MsfError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
-    return cls(**data)
+    return cls(**{k: _coerce(cls, k, types[k], v) for k, v in data.items()})
 
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
@@ -138,13 +155,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_phases(text: str) -> list[dict[str, int]]:
-    """``"24x256@16,4x512@8"`` -> phases of (epochs x size @ batch)."""
+    """``"24x256@16,20x512/384@12"`` -> phases of (epochs x size[/crop] @ batch)."""
     phases = []
     for part in text.split(","):
         try:
             ep, rest = part.strip().split("x")
             size, batch = rest.split("@")
-            phases.append({"epochs": int(ep), "size": int(size), "batch": int(batch)})
+            phase = {"epochs": int(ep), "batch": int(batch)}
+            if "/" in size:
+                size, crop = size.split("/")
+                phase["crop"] = int(crop)
+            phase["size"] = int(size)
         except ValueError:
-            raise MsfError(f"bad phase {part!r}: expected EPOCHSxSIZE@BATCH, e.g. 24x256@16") from None
+            raise MsfError(f"bad phase {part!r}: expected EPOCHSxSIZE[/CROP]@BATCH, e.g. 24x256@16 "
+                           "or 20x512/384@12") from None
+        if phase.get("crop") is not None and not 32 <= phase["crop"] <= phase["size"]:
+            raise MsfError(f"bad phase {part!r}: the crop must be between 32 and the size")
+        phases.append(phase)
     return phases

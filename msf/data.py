@@ -180,13 +180,15 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 class FaceDataset(torch.utils.data.Dataset):
-    """Labeled faces held in memory, resized to ``size`` once, augmented per access."""
+    """Labeled faces held in memory, resized to ``size`` once, augmented per access, optionally
+    cut to a random ``crop``² window (after augmentation, so rotation borders stay rare)."""
 
     def __init__(self, samples: list[Sample], size: int, augment=None,
-                 pairs: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 pairs: list[tuple[np.ndarray, np.ndarray]] | None = None, crop: int | None = None) -> None:
         self.samples = samples
         self.size = size
         self.augment = augment
+        self.crop = crop if crop and crop < size else None
         pairs = pairs if pairs is not None else [read_pair(s) for s in samples]
         self.images = [resize_image(i, size) for i, _ in pairs]
         self.masks = [resize_mask(m, size) for _, m in pairs]
@@ -198,4 +200,9 @@ class FaceDataset(torch.utils.data.Dataset):
         img, mask = self.images[idx], self.masks[idx]
         if self.augment is not None:
             img, mask = self.augment(img, mask)
+        if self.crop:
+            # torch's RNG, like the augmentation: seeded runs repeat, workers differ.
+            y0, x0 = (int(v) for v in torch.randint(0, self.size - self.crop + 1, (2,)))
+            img = img[y0:y0 + self.crop, x0:x0 + self.crop]
+            mask = mask[y0:y0 + self.crop, x0:x0 + self.crop]
         return to_tensor(img), torch.from_numpy(np.ascontiguousarray(mask)).long()

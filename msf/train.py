@@ -17,7 +17,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from msf import __version__
-from msf.checkpoint import atomic_save, read_checkpoint, standard_metadata
+from msf.checkpoint import atomic_save, describe_mismatch, extract_state_dict, read_checkpoint, standard_metadata
 from msf.config import TrainConfig
 from msf.data import FaceDataset, data_fingerprint, list_samples, read_pair, split_samples
 from msf.errors import MsfError
@@ -82,6 +82,7 @@ class TrainState:
     best_f_score: float = -1.0
     best_phase: int = -1
     stale_epochs: int = 0
+    init_from: str | None = None  # the checkpoint a fine-tuning run started from
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -106,18 +107,26 @@ class _Dist:
             dist.destroy_process_group()
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, log=print) -> dict[str, Any]:
-    """Run training; returns a summary (best F-score, checkpoint paths, timings)."""
+def train(cfg: TrainConfig, resume: str | Path | None = None, log=print,
+          init: str | Path | None = None) -> dict[str, Any]:
+    """Run training; returns a summary (best F-score, checkpoint paths, timings).
+
+    ``resume`` continues an interrupted run (weights, optimiser, schedule, split); ``init``
+    starts a new run (fresh optimiser and schedule) from a checkpoint's weights — fine-tuning —
+    keeping the validation split that checkpoint records, so its held-out faces stay held out.
+    """
+    if resume and init:
+        raise MsfError("pass either --resume (continue a run) or --init (fine-tune from weights), not both")
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     ddp = _Dist(device)
     try:
-        return _train(cfg, resume, log, device, amp, ddp)
+        return _train(cfg, resume, init, log, device, amp, ddp)
     finally:
         ddp.close()
 
 
-def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
+def _train(cfg, resume, init, log, device, amp, ddp) -> dict[str, Any]:
     root = cfg.data or data_root()
     if root is None:
         raise MsfError("no data: pass --data DIR or set MSF_DATA")
@@ -137,6 +146,26 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
         train_names = sorted(set(s.name for s in samples) - set(val_names))
     else:
         train_names, val_names = split_samples(samples, cfg.val_count, cfg.seed)
+    if init:
+        init_ckpt = read_checkpoint(init)
+        state_dict = extract_state_dict(init_ckpt, source=str(init))
+        problem = describe_mismatch(model, state_dict)
+        if problem:
+            raise MsfError(f"--init {init} does not fit the configured model: {problem}")
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+        state.init_from = str(init)
+        recorded = list(init_ckpt.get("val_names") or [])
+        if recorded:
+            known = {s.name for s in samples}
+            missing = [n for n in recorded if n not in known]
+            if missing:
+                raise MsfError(f"--init {init} held out {len(missing)} faces this data root lacks "
+                               f"(e.g. {missing[0]}): fine-tune on the data it was trained on")
+            val_names = recorded
+            train_names = sorted(known - set(val_names))
+        elif ddp.main:
+            log(f"warning: {init} records no validation split; using the seeded split (seed {cfg.seed}), "
+                "which may overlap the faces it was trained on")
     seed_everything(cfg.seed + state.epoch * 1000 + ddp.rank)
     if cfg.train_limit:
         train_names = train_names[:cfg.train_limit]
@@ -179,10 +208,11 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
     try:
         while state.epoch < cfg.total_epochs and not stop["flag"]:
             phase_idx, phase = phase_of(state.epoch, cfg)
-            if phase.size not in datasets:
-                datasets = {phase.size: FaceDataset(train_samples, phase.size, aug,
-                                                    [pairs[s.name] for s in train_samples])}
-            ds = datasets[phase.size]
+            key = (phase.size, phase.crop)
+            if key not in datasets:
+                datasets = {key: FaceDataset(train_samples, phase.size, aug,
+                                             [pairs[s.name] for s in train_samples], crop=phase.crop)}
+            ds = datasets[key]
             sampler = (torch.utils.data.distributed.DistributedSampler(ds, seed=cfg.seed)
                        if ddp.enabled else None)
             if sampler is not None:
@@ -195,7 +225,8 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
             net.train()
             t_ep = time.monotonic()
             losses, n_img = [], 0
-            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.total_epochs} @{phase.size}",
+            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.total_epochs} @{phase.size}"
+                       + (f"/{phase.crop}" if phase.crop else ""),
                        disable=not ddp.main or None, leave=False, unit="batch", dynamic_ncols=True)
             for i, (x, y) in enumerate(bar):
                 ep_float = state.epoch + i / max(len(loader), 1)
@@ -226,7 +257,8 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
             if epoch_done:
                 state.epoch += 1
             record: dict[str, Any] = {
-                "epoch": state.epoch, "size": phase.size, "loss": float(np.mean(losses)) if losses else None,
+                "epoch": state.epoch, "size": phase.size, "crop": phase.crop,
+                "loss": float(np.mean(losses)) if losses else None,
                 "lr": opt.param_groups[0]["lr"], "train_s": round(train_s, 1),
                 "s_per_image": round(train_s / max(n_img * ddp.world, 1), 4),
             }
@@ -239,10 +271,11 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
                     record.update(val_f_score=round(res["f_score"], 4),
                                   val_f1_literature=round(res["f1_literature"], 4),
                                   val_miou=round(res["miou"], 4), val_s=round(time.monotonic() - t_val, 1))
-                    # Scores at different input sizes are not comparable: the best
-                    # checkpoint is the best of the latest phase (the final resolution).
-                    if phase_idx != state.best_phase:
-                        state.best_phase, state.best_f_score, state.stale_epochs = phase_idx, -1.0, 0
+                    # Scores at different input sizes are not comparable: the best checkpoint
+                    # is the best at the latest validation size (the final resolution).
+                    if state.best_phase < 0 or cfg.phases[state.best_phase].size != phase.size:
+                        state.best_f_score, state.stale_epochs = -1.0, 0
+                    state.best_phase = phase_idx
                     if res["f_score"] > state.best_f_score:
                         state.best_f_score, state.stale_epochs, is_best = res["f_score"], 0, True
                     else:
@@ -272,7 +305,8 @@ def _train(cfg, resume, log, device, amp, ddp) -> dict[str, Any]:
 
 
 def _epoch_line(r: dict[str, Any], total: int, is_best: bool) -> str:
-    parts = [f"epoch {r['epoch']:>3}/{total}", f"size {r['size']}", f"loss {r['loss']:.4f}" if r["loss"] else "loss -",
+    size = f"size {r['size']}" + (f"/{r['crop']}" if r.get("crop") else "")
+    parts = [f"epoch {r['epoch']:>3}/{total}", size, f"loss {r['loss']:.4f}" if r["loss"] else "loss -",
              f"lr {r['lr']:.2e}", f"{r['s_per_image'] * 1000:.0f} ms/img", f"{r['train_s']:.0f}s"]
     if "val_f_score" in r:
         parts += [f"val F {r['val_f_score']:.4f}", f"F1lit {r['val_f1_literature']:.4f}",

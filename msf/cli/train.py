@@ -18,6 +18,8 @@ examples:
   msf-train --data /data/CelebAMask-HQ        # the seed recipe (GPU): 150 epochs at 512²
   msf-train --config my.yaml --lr 1e-3 --set model.use_lmsa=true
   msf-train --resume runs/msf/last.pt         # continue after an interruption
+  msf-train --init runs/msf/best.pt --phases 20x512/384@12,10x512@8 --lr 2.5e-4
+                                              # fine-tune at 512² scale on 384² random crops, then whole
   torchrun --nproc_per_node 4 -m msf.cli.train --preset gpu   # DDP, one process per GPU
 
 Checkpoints: OUT/best.pt (best validation F-score of the final phase) and OUT/last.pt.
@@ -54,6 +56,8 @@ def build_parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, dotted, YAML value (e.g. aug.rotate=10)")
     p.add_argument("--resume", metavar="CKPT", help="resume from an msf-train checkpoint (last.pt)")
+    p.add_argument("--init", metavar="CKPT", help="fine-tune: start from these weights with a fresh optimiser "
+                                                  "and schedule, keeping the validation split they record")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p
 
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from msf.train import train
 
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(summary)
         with open(os.path.join(cfg.out, "summary.json"), "w") as fh:
