@@ -37,6 +37,8 @@ def test_train_print_config_applies_overrides():
     (["--phases", "12at256"], "bad phase"),
     (["--config", "/no/such.yaml"], "config file not found"),
     (["--data", "/no/such/dir", "--preset", "tiny"], "data folder not found"),
+    (["--preset", "tiny", "--init", "/no/such.pt"], "checkpoint not found: /no/such.pt"),
+    (["--set", "lr=fast", "--print-config"], "TrainConfig.lr must be a number"),
 ])
 def test_train_bad_input_is_one_line(args, needle, tmp_path):
     r = run("msf.cli.train", *args, "--out", tmp_path / "o")

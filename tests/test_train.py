@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from msf.config import PRESETS, config_from_dict, merge
-from msf.data import list_samples, read_pair, resize_image, resize_mask, to_tensor
+from msf.config import PRESETS, config_from_dict, merge, parse_phases
+from msf.data import FaceDataset, list_samples, read_pair, resize_image, resize_mask, to_tensor
+from msf.errors import MsfError
 from msf.losses import seg_loss
 from msf.model import load_model
 from msf.train import lr_at, train
@@ -53,6 +54,63 @@ def test_checkpoint_records_metadata_and_resumes(tmp_path, faces_root):
     assert s["epochs"] == 3 and [h["epoch"] for h in s["history"]] == [1, 2, 3]
     resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert resumed["val_names"] == ck["val_names"]
+
+
+def test_init_fine_tunes_from_weights_keeping_their_validation_split(tmp_path, faces_root):
+    train(_tiny(tmp_path / "a", faces_root, phases=[{"epochs": 1, "size": 64, "batch": 8}]), log=lambda m: None)
+    src = tmp_path / "a" / "run" / "last.pt"
+    first = torch.load(src, weights_only=True)
+    # Another seed would hold out other faces; lr 0 leaves the weights as loaded.
+    cfg = _tiny(tmp_path / "b", faces_root, phases=[{"epochs": 1, "size": 64, "batch": 8}], seed=7, lr=0.0)
+    summary = train(cfg, init=src, log=lambda m: None)
+    tuned = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)
+    assert tuned["val_names"] == first["val_names"]
+    assert tuned["train_state"]["init_from"] == str(src) and summary["steps"] == 2
+    for k, v in first["model_state_dict"].items():
+        assert torch.equal(tuned["model_state_dict"][k], v), k
+
+
+def test_init_refuses_other_architectures_and_resume_together(tmp_path, faces_root):
+    from msf.model import MicroSegFormer
+
+    other = tmp_path / "lmsa.pt"
+    torch.save(MicroSegFormer(use_lmsa=True).state_dict(), other)
+    cfg = _tiny(tmp_path, faces_root)
+    with pytest.raises(MsfError, match="does not fit the configured model: .*unexpected keys"):
+        train(cfg, init=other, log=lambda m: None)
+    with pytest.raises(MsfError, match="either --resume .* or --init"):
+        train(cfg, init=other, resume=other, log=lambda m: None)
+
+
+def test_crop_phase_trains_on_windows_and_validates_whole_images(tmp_path, faces_root):
+    samples = list_samples(faces_root)[:3]
+    pairs = [read_pair(s) for s in samples]
+    ds = FaceDataset(samples, 64, None, pairs, crop=32)
+    torch.manual_seed(0)
+    full = to_tensor(resize_image(pairs[1][0], 64))
+    full_mask = torch.from_numpy(resize_mask(pairs[1][1], 64)).long()
+    x, y = ds[1]
+    assert x.shape == (3, 32, 32) and y.shape == (32, 32)
+    hits = [(r, c) for r in range(33) for c in range(33) if torch.equal(full[:, r:r + 32, c:c + 32], x)]
+    assert hits and any(torch.equal(full_mask[r:r + 32, c:c + 32], y) for r, c in hits)
+    # phases of one validation size share the best checkpoint (scores are comparable)
+    cfg = _tiny(tmp_path, faces_root, phases=parse_phases("1x64/32@4,1x64@4"))
+    summary = train(cfg, log=lambda m: None)
+    hist = summary["history"]
+    assert [h["crop"] for h in hist] == [32, None]
+    assert summary["best_f_score"] == pytest.approx(max(h["val_f_score"] for h in hist), abs=1e-4)
+
+
+def test_phase_spec_and_numbers_given_as_text():
+    assert parse_phases("40x256@16, 20x512/384@12") == [
+        {"epochs": 40, "batch": 16, "size": 256}, {"epochs": 20, "batch": 12, "crop": 384, "size": 512}]
+    for bad in ("20x512/600@12", "20x512@", "x256@16"):
+        with pytest.raises(MsfError, match="bad phase"):
+            parse_phases(bad)
+    cfg = config_from_dict({"min_lr": "1e-6", "patience": "5"})  # what YAML 1.1 makes of --set min_lr=1e-6
+    assert cfg.min_lr == 1e-6 and cfg.patience == 5
+    with pytest.raises(MsfError, match="lr must be a number"):
+        config_from_dict({"lr": "fast"})
 
 
 def test_lr_schedule_warmup_then_cosine():
