@@ -11,8 +11,6 @@ benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from msf.export.sidecar import build_sidecar
 from msf.export.verify import make_input
 from msf.model import load_model
 from msf.paths import data_root
-from msf.runtime.timing import environment, summarize
+from msf.runtime.timing import environment, markdown_table, save_results, summarize, utc_now
 
 HERE = Path(__file__).resolve().parent
 FLOAT, FRAMES = GraphEnds("float", "rgb", "logits"), GraphEnds("uint8", "bgr", "labels")
@@ -104,16 +102,10 @@ def main() -> int:
     for n in sessions:
         s = summarize(np.array(times[n]))
         rows.append({"variant": n, **meta[n], **s, "speedup_vs_reference": ref / s["p50_ms"]})
-    result = {"benchmark": "export variants, ONNX Runtime CPU, batch 1, 512x512",
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result = {"benchmark": "export variants, ONNX Runtime CPU, batch 1, 512x512", "date": utc_now(),
               "threads": args.threads, "runs": per_round * args.rounds, "warmup": args.warmup,
               "environment": environment(), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    md = markdown(result)
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    save_results(args.out, result, markdown(result))
     return 0
 
 
@@ -123,12 +115,11 @@ def markdown(result: dict) -> str:
     lines = [f"### {result['benchmark']}", "",
              f"{result['date']} · {env['cpu']} · {env['cores']} cores · ORT {v['onnxruntime']} · "
              f"torch {v['torch']} · onnx {v['onnx']} · {result['threads']} ORT threads · "
-             f"median of {result['runs']} runs after {result['warmup']} warm-up", "",
-             "| variant | precision | nodes | p50 ms | p90 ms | mean ms | CV | speed-up vs reference |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['variant']} | {r['precision']} | {r['nodes']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-                     f"{r['mean_ms']:.1f} | {r['cv']:.2f} | {r['speedup_vs_reference']:.2f}× |")
+             f"median of {result['runs']} runs after {result['warmup']} warm-up", ""]
+    lines += markdown_table(
+        ["variant", "precision", "nodes", "p50 ms", "p90 ms", "mean ms", "CV", "speed-up vs reference"],
+        [[r["variant"], r["precision"], str(r["nodes"]), f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}",
+          f"{r['mean_ms']:.1f}", f"{r['cv']:.2f}", f"{r['speedup_vs_reference']:.2f}×"] for r in result["rows"]])
     return "\n".join(lines) + "\n"
 
 

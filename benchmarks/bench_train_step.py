@@ -9,8 +9,6 @@ the literal published graph — same function, same parameters. Median of N step
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import torch
 from msf.evaluate import autocast
 from msf.losses import seg_loss
 from msf.model import MicroSegFormer
-from msf.runtime.timing import environment
+from msf.runtime.timing import environment, markdown_table, save_results, utc_now
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = [(256, 16), (512, 8)]
@@ -63,24 +61,17 @@ def main() -> int:
                          "cheap_ms_per_image": ms["cheap"], "reference_ms_per_image": ms["reference"],
                          "speedup": ms["reference"] / ms["cheap"]})
             print(rows[-1], file=sys.stderr)
-    result = {"benchmark": "training step (fwd+loss+bwd+AdamW), CPU",
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result = {"benchmark": "training step (fwd+loss+bwd+AdamW), CPU", "date": utc_now(),
               "steps": args.steps, "warmup": args.warmup, "environment": environment(), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     env = result["environment"]
     lines = [f"### {result['benchmark']}", "",
              f"{result['date']} · {env['cpu']} · {env['cores']} cores · torch {env['versions']['torch']} · "
-             f"{env.get('torch_threads')} threads · median of {args.steps} steps after {args.warmup} warm-up", "",
-             "| input | batch | precision | cheap forward (msf) ms/img | published graph ms/img | speed-up |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['size']}² | {r['batch']} | {r['precision']} | {r['cheap_ms_per_image']:.0f} | "
-                     f"{r['reference_ms_per_image']:.0f} | {r['speedup']:.2f}× |")
-    md = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(md)
-    print(md)
+             f"{env.get('torch_threads')} threads · median of {args.steps} steps after {args.warmup} warm-up", ""]
+    lines += markdown_table(
+        ["input", "batch", "precision", "cheap forward (msf) ms/img", "published graph ms/img", "speed-up"],
+        [[f"{r['size']}²", str(r["batch"]), r["precision"], f"{r['cheap_ms_per_image']:.0f}",
+          f"{r['reference_ms_per_image']:.0f}", f"{r['speedup']:.2f}×"] for r in rows])
+    save_results(args.out, result, "\n".join(lines) + "\n")
     return 0
 
 

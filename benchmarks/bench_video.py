@@ -12,8 +12,6 @@ encode, through the same pipeline msf-video runs. Writes JSON + Markdown to benc
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +28,7 @@ from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import VideoSink
 from msf.runtime.sources import open_source
 from msf.runtime.stats import PipelineStats
-from msf.runtime.timing import environment, summarize, time_calls
+from msf.runtime.timing import environment, markdown_table, save_results, summarize, time_calls, utc_now
 
 HERE = Path(__file__).resolve().parent
 
@@ -101,26 +99,19 @@ def main() -> int:
             print(rows[-1]["clip"], f"pure {pure['throughput_ips']:.1f} FPS, e2e {e2e['fps']:.1f} FPS",
                   file=sys.stderr)
     result = {"benchmark": "msf-video end-to-end vs pure inference, ONNX Runtime CPU, 512² model input",
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "threads": threads, "spinning": False, "batch": args.batch, "environment": environment(),
-              "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+              "date": utc_now(), "threads": threads, "spinning": False, "batch": args.batch,
+              "environment": environment(), "rows": rows}
     env = result["environment"]
     lines = [f"### {result['benchmark']}", "",
              f"{result['date']} · {env['cpu']} · {env['cores']} cores · ORT {env['versions']['onnxruntime']} · "
-             f"{threads} ORT threads, spinning off · batch ≤ {args.batch} · {args.frames} frames", "",
-             "| clip | pure inference FPS | msf-video end-to-end FPS | ratio | infer p50 ms (pipeline) | "
-             "render p50 ms | write p50 ms | codec |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        st = r["stages"]
-        lines.append(f"| {r['clip']} | {r['pure_inference_fps']:.1f} | {r['end_to_end_fps']:.1f} | {r['ratio']:.2f} | "
-                     f"{st['infer']['p50_ms']:.1f} | {st['render']['p50_ms']:.1f} | {st['write']['p50_ms']:.1f} | "
-                     f"{r['codec']} |")
-    md = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(md)
-    print(md)
+             f"{threads} ORT threads, spinning off · batch ≤ {args.batch} · {args.frames} frames", ""]
+    lines += markdown_table(
+        ["clip", "pure inference FPS", "msf-video end-to-end FPS", "ratio", "infer p50 ms (pipeline)",
+         "render p50 ms", "write p50 ms", "codec"],
+        [[r["clip"], f"{r['pure_inference_fps']:.1f}", f"{r['end_to_end_fps']:.1f}", f"{r['ratio']:.2f}",
+          f"{r['stages']['infer']['p50_ms']:.1f}", f"{r['stages']['render']['p50_ms']:.1f}",
+          f"{r['stages']['write']['p50_ms']:.1f}", r["codec"]] for r in rows])
+    save_results(args.out, result, "\n".join(lines) + "\n")
     return 0
 
 

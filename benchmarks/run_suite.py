@@ -14,8 +14,6 @@ Writes benchmarks/results/suite_cpu.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from msf.export.rewrite import GraphEnds
 from msf.paths import data_root
 from msf.runtime.backends import Backend, create_backend
 from msf.runtime.benchmark import BenchSettings, accuracy, measure, reference_labels
-from msf.runtime.timing import environment, summarize
+from msf.runtime.timing import environment, save_results, summarize, utc_now
 
 HERE = Path(__file__).resolve().parent
 FRAMES = GraphEnds("uint8", "bgr", "labels")
@@ -144,23 +142,18 @@ def main() -> int:
     for r in records:
         r["speedup_vs_pytorch_eager"] = base / r["p50_ms"]
     env = environment()
-    result = {"benchmark": "headline suite, CPU, batch 1, 512x512",
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result = {"benchmark": "headline suite, CPU, batch 1, 512x512", "date": utc_now(),
               "iters": args.iters, "warmup": args.warmup, "threads": args.threads,
               "accuracy_images": len(pairs), "environment": env, "records": records,
               "msf_bench_vs_plain_loop": cross, "skipped": skipped}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     md = (f"### {result['benchmark']}\n\n{result['date']} · median of {args.iters} runs after {args.warmup} "
           f"warm-up · {args.threads} threads · accuracy on {len(pairs)} validation faces of the shipped weights\n\n"
           + markdown(records, env)
           + f"\nmsf-bench p50 for the fused export {cross['msf_bench_p50_ms']:.1f} ms vs an independent plain "
             f"ORT loop {cross['plain_loop_p50_ms']:.1f} ms (difference {cross['relative_difference']:.1%}).\n"
           + "".join(f"\nskipped: {s}" for s in skipped) + "\n")
-    out.with_suffix(".md").write_text(md)
-    plot(records, samples_ms, str(out.with_suffix(".png")))
-    print(md)
+    save_results(args.out, result, md)
+    plot(records, samples_ms, str(Path(args.out).with_suffix(".png")))
     return 0
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,3 +72,25 @@ def environment() -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         pass
     return env
+
+
+def utc_now() -> str:
+    """The time a measurement was recorded, ISO 8601 in UTC to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def save_results(out: str | Path, result: dict[str, Any], markdown: str) -> str:
+    """Write ``OUT.json`` (the full record) and ``OUT.md`` (the summary), each atomically; print and
+    return the Markdown."""
+    from msf.atomic import atomic_write
+
+    out = Path(out)
+    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
+        atomic_write(out.with_suffix(suffix), lambda tmp, text=text: Path(tmp).write_text(text))
+    print(markdown)
+    return markdown

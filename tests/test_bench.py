@@ -11,7 +11,7 @@ import pytest
 
 from msf.runtime.backends import Backend
 from msf.runtime.benchmark import BenchSettings, measure
-from msf.runtime.timing import summarize
+from msf.runtime.timing import markdown_table, save_results, summarize
 
 
 class FakeClock:
@@ -57,6 +57,16 @@ def test_percentiles_warmup_and_throughput_on_known_latency(batch):
     assert rec["runs"] == 50
     assert rec["e2e_p50_ms"] >= rec["p50_ms"] - 1e-9  # end to end includes the same backend call
     assert len(rec["_samples"]) == 50
+
+
+def test_recorded_results_are_json_and_markdown(tmp_path, capsys):
+    table = markdown_table(["a", "b"], [["1", "2"], ["3", "4"]])
+    assert table == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
+    save_results(tmp_path / "r" / "suite", {"x": 1.5}, "\n".join(table) + "\n")
+    assert json.loads((tmp_path / "r" / "suite.json").read_text()) == {"x": 1.5}
+    assert (tmp_path / "r" / "suite.md").read_text().startswith("| a | b |")
+    assert sorted(f.name for f in (tmp_path / "r").iterdir()) == ["suite.json", "suite.md"]
+    assert "| 3 | 4 |" in capsys.readouterr().out
 
 
 def test_duration_mode_and_noise_flag():

@@ -220,9 +220,10 @@ def _print_table(records: list[dict], skipped: list[str], env: dict) -> None:
 
 def markdown(records: list[dict], env: dict) -> str:
     v = env["versions"]
-    lines = [f"{env['cpu']} · {env['cores']} cores · ORT {v.get('onnxruntime')} · torch {v.get('torch')}", "",
-             "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(k, r.get(k)) for k, _ in COLUMNS) + " |" for r in records]
+    from msf.runtime.timing import markdown_table
+
+    lines = [f"{env['cpu']} · {env['cores']} cores · ORT {v.get('onnxruntime')} · torch {v.get('torch')}", ""]
+    lines += markdown_table([h for _, h in COLUMNS], [[_fmt(k, r.get(k)) for k, _ in COLUMNS] for r in records])
     return "\n".join(lines) + "\n"
 
 
