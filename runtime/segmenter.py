@@ -24,9 +24,12 @@ class Segmenter:
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
-                 fp16: bool = False, size: int = 512, smooth: float = 0.0, cuda_graphs: bool = False) -> None:
+                 fp16: bool = False, size: int = 512, smooth: float = 0.0, cuda_graphs: bool = False,
+                 detect_every: int = 1) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
+        if detect_every < 1:
+            raise MsfError(f"detect_every must be at least 1, not {detect_every}")
         if not 0.0 <= smooth < 1.0:
             raise MsfError(f"smoothing must be in [0, 1), not {smooth}")
         if smooth and mode != "full":
@@ -43,6 +46,7 @@ class Segmenter:
         self.mode = mode
         self.size = self.backend.size
         self.trackers: dict[int, object] = {}  # face mode: one tracker per stream
+        self.detect_every = detect_every
 
     def placements(self, frame: np.ndarray, stream: int = 0) -> list[Placement]:
         """The squares of ``frame`` the model will see (one letterbox, or one per face); face
@@ -52,7 +56,7 @@ class Segmenter:
         if stream not in self.trackers:
             from msf.runtime.faces import FaceTracker
 
-            self.trackers[stream] = FaceTracker()
+            self.trackers[stream] = FaceTracker(detect_every=self.detect_every)
         return self.trackers[stream].update(frame)
 
     def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:

@@ -135,6 +135,26 @@ def test_face_mode_labels_land_on_the_moving_face(clips, tmp_path):
         assert labels[y + 120:y + 200, x + 100:x + 200].astype(bool).mean() > 0.9
 
 
+def test_face_detector_every_nth_frame_tracks_in_between(monkeypatch):
+    from msf.runtime.faces import FaceTracker
+
+    tracker = FaceTracker(detect_every=3, smoothing=0.0)
+    calls = []
+
+    def scripted(frame):  # a face moving 10 px right per frame
+        calls.append(int(frame[0, 0, 0]))
+        return [(100.0 + 10 * calls[-1], 100.0, 200.0, 200.0)]
+
+    monkeypatch.setattr(tracker, "detect", scripted)
+    frames = [np.full((720, 1280, 3), i, np.uint8) for i in range(7)]
+    places = [tracker.update(f)[0] for f in frames]
+    assert calls == [0, 3, 6]
+    assert places[0] == places[1] == places[2] != places[3] == places[4] == places[5] != places[6]
+    assert places[3].x0 - places[0].x0 == 30
+    with pytest.raises(MsfError, match="detect_every must be at least 1"):
+        Segmenter(mode="face", detect_every=0)
+
+
 def test_face_mode_two_faces_one_batch(clips, seg):
     frame = _read_all(clips["two"])[0]
     face_seg = Segmenter(mode="face")

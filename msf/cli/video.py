@@ -39,6 +39,9 @@ def build_parser():
                    help="temporal smoothing of class probabilities, p = A·p_prev + (1-A)·p_now (full mode)")
     p.add_argument("--mode", choices=["full", "face"], default="full",
                    help="full: whole frame letterboxed to a square; face: each detected face cropped and parsed")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="face mode: run the face detector on every N-th frame, track in between "
+                        "(detection costs more than inference on large frames)")
     p.add_argument("--batch", type=int, default=4, help="most frames inferred together")
     p.add_argument("-o", "--output", metavar="OUT", help="output video (a folder with several sources)")
     p.add_argument("--show", action="store_true", help="show a live window (q or Esc quits)")
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = [open_source(s, args.stall_timeout) for s in args.sources]
         seg = Segmenter(args.model, args.backend, args.mode, device=args.device,
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
-                        smooth=args.smooth, cuda_graphs=args.cuda_graphs)
+                        smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every)
         for src, out in zip(sources, _outputs(args, sources)):
             h, w = src.peek().shape[:2]
             width = 2 * w if args.side_by_side else w
