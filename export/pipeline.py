@@ -12,6 +12,7 @@ from typing import Any
 
 import onnx
 
+from msf.atomic import temp_beside
 from msf.errors import MsfError
 from msf.export.onnx_export import ExportSpec, export_onnx, graph_summary
 from msf.export.sidecar import build_sidecar, file_sha256, read_sidecar, sidecar_path, write_json_atomic
@@ -62,9 +63,7 @@ def check_output_path(out: Path, suffix: str = ".onnx") -> None:
 
 
 def _tmp_beside(path: Path, stack: ExitStack, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = Path(temp_beside(path, suffix))
     stack.callback(lambda: tmp.unlink(missing_ok=True))
     return tmp
 

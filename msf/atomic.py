@@ -8,6 +8,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def temp_beside(path: str | Path, suffix: str | None = None) -> str:
+    """An empty temporary file in ``path``'s folder, with the mode a plain ``open()`` would give.
+
+    mkstemp creates files 0600; renamed into place they would be unreadable to other users.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix,
+                               dir=path.parent if str(path.parent) else ".")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
@@ -15,8 +30,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         write(tmp)
         os.replace(tmp, path)

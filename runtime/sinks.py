@@ -8,12 +8,12 @@ where it has an encoder (libx264), else MPEG-4 Part 2 through OpenCV — and the
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from msf.atomic import temp_beside
 from msf.errors import MsfError
 from msf.visualize import save_label_png
 
@@ -31,10 +31,9 @@ class VideoSink:
         if not parent.is_dir():
             raise MsfError(f"output folder does not exist: {parent}")
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix or ".mp4", dir=parent)
+            tmp = temp_beside(self.path, self.path.suffix or ".mp4")
         except OSError as exc:
             raise MsfError(f"cannot write to {parent}: {exc.strerror}") from None
-        os.close(fd)
         self.tmp = Path(tmp)
         self.size = size
         self.frames = 0
