@@ -63,7 +63,9 @@ def test_eval_scores_split_and_writes_masks(ckpt, faces_root, tmp_path):
     assert "CE7454 F-score" in r.stdout and "l_brow" in r.stdout
     res = json.loads((tmp_path / "r.json").read_text())
     assert set(res["results"]) == {"64", "96"} and res["results"]["64"]["images"] == 3
-    assert 0.0 <= res["results"]["96"]["f_score"] <= 1.0
+    r96 = res["results"]["96"]
+    assert 0.0 <= r96["f_score_ci95"][0] <= r96["f_score"] <= r96["f_score_ci95"][1] <= 1.0
+    assert "95% CI" in r.stdout
     written = sorted(p.stem for p in (tmp_path / "m").iterdir())
     assert written == sorted(names)
     with Image.open(tmp_path / "m" / f"{names[0]}.png") as im:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from msf.metrics import MetricAccumulator, ce7454_fscore, confusion_matrix
+from msf.metrics import MetricAccumulator, bootstrap_ci, ce7454_fscore, confusion_matrix
 
 
 def test_perfect_prediction_scores_one():
@@ -37,3 +37,20 @@ def test_dataset_score_is_mean_over_images_not_pooled():
 def test_confusion_matrix_counts():
     cm = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), n=3)
     assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images():
+    rng = np.random.default_rng(1)
+    few = rng.normal(0.75, 0.05, 25)
+    many = np.concatenate([few, rng.normal(0.75, 0.05, 375)])
+    lo, hi = bootstrap_ci(few)
+    assert lo < few.mean() < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert lo2 < many.mean() < hi2
+    # the standard error shrinks like 1/sqrt(n): 16x the images, about a quarter of the width
+    assert (hi2 - lo2) < 0.4 * (hi - lo)
+    # a normal-theory 95 % interval of the mean is about ±1.96 standard errors
+    se = few.std(ddof=1) / np.sqrt(few.size)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    assert bootstrap_ci(few) == (lo, hi)  # seeded: reproducible

@@ -160,11 +160,12 @@ def _print_tables(results: dict, args, root) -> None:
             t.add_row(*row)
         con.print(t)
     s = Table(title=f"msf-eval: {results[sizes[0]]['images']} images from {root} (split {args.split})")
-    for col in ("input size", "CE7454 F-score", "F1 (lit., fg mean)", "mIoU", "pixel acc.", "seconds"):
+    for col in ("input size", "CE7454 F-score", "95% CI", "F1 (lit., fg mean)", "mIoU", "pixel acc.", "seconds"):
         s.add_column(col, justify="right")
     for size, r in results.items():
-        s.add_row(f"{size}²", f"{r['f_score']:.4f}", f"{r['f1_literature']:.4f}", f"{r['miou']:.4f}",
-                  f"{r['pixel_accuracy']:.4f}", f"{r['seconds']:.1f}")
+        lo, hi = r["f_score_ci95"]
+        s.add_row(f"{size}²", f"{r['f_score']:.4f}", f"{lo:.3f}–{hi:.3f}", f"{r['f1_literature']:.4f}",
+                  f"{r['miou']:.4f}", f"{r['pixel_accuracy']:.4f}", f"{r['seconds']:.1f}")
     con.print(s)
 
 
