@@ -20,13 +20,25 @@ class Phase:
 
     With ``crop`` the images are resized to ``size`` and training sees random ``crop``² windows
     of them: the objects keep the pixel scale of ``size`` (what the model is evaluated at) for
-    about (crop/size)² of the compute. Validation always runs on whole ``size``² images.
+    about (crop/size)² of the compute. With ``scales`` (multi-scale training) each batch is
+    resized to a size drawn from ``size`` and ``scales``, so one model learns several input sizes.
+    Validation always runs on whole ``size``² images.
     """
 
     epochs: int
     size: int = 512
     batch: int = 32
     crop: int | None = None
+    scales: list[int] | None = None
+
+    def train_sizes(self) -> list[int]:
+        """The input sizes a training batch of this phase may have."""
+        return [self.size, *(s for s in self.scales or () if s != self.size)]
+
+    def label(self) -> str:
+        """The phase's size in ``--phases`` notation: 512, 512/384 or 512+256+384."""
+        return f"{self.size}" + (f"/{self.crop}" if self.crop else "") + "".join(
+            f"+{s}" for s in self.train_sizes()[1:])
 
 
 # The augmentation's own dataclass is its configuration.
@@ -154,22 +166,28 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_phases(text: str) -> list[dict[str, int]]:
-    """``"24x256@16,20x512/384@12"`` -> phases of (epochs x size[/crop] @ batch)."""
+def parse_phases(text: str) -> list[dict[str, Any]]:
+    """``"24x256@16,20x512/384@12,8x512+256+384@8"`` -> phases of
+    (epochs x size[/crop | +scale...] @ batch)."""
     phases = []
     for part in text.split(","):
         try:
             ep, rest = part.strip().split("x")
             size, batch = rest.split("@")
-            phase = {"epochs": int(ep), "batch": int(batch)}
+            phase: dict[str, Any] = {"epochs": int(ep), "batch": int(batch)}
             if "/" in size:
                 size, crop = size.split("/")
                 phase["crop"] = int(crop)
+            elif "+" in size:
+                size, *scales = size.split("+")
+                phase["scales"] = [int(s) for s in scales]
             phase["size"] = int(size)
         except ValueError:
-            raise MsfError(f"bad phase {part!r}: expected EPOCHSxSIZE[/CROP]@BATCH, e.g. 24x256@16 "
-                           "or 20x512/384@12") from None
+            raise MsfError(f"bad phase {part!r}: expected EPOCHSxSIZE[/CROP | +SIZE2...]@BATCH, e.g. "
+                           "24x256@16, 20x512/384@12 or 8x512+256+384@8") from None
         if phase.get("crop") is not None and not 32 <= phase["crop"] <= phase["size"]:
             raise MsfError(f"bad phase {part!r}: the crop must be between 32 and the size")
+        if any(not 32 <= s <= 4096 or s % 32 for s in phase.get("scales", ())):
+            raise MsfError(f"bad phase {part!r}: extra sizes must be multiples of 32 between 32 and 4096")
         phases.append(phase)
     return phases

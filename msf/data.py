@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from msf import celebamask
@@ -177,6 +178,30 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     if mask.shape[0] == size and mask.shape[1] == size:
         return mask
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def _area_weights(n: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """m×n matrix averaging n samples into m by fractional coverage: what cv2.INTER_AREA does
+    when shrinking (torch's "area" mode is adaptive pooling, which differs for non-integer ratios)."""
+    scale = n / m
+    start = torch.arange(m, dtype=torch.float64)[:, None] * scale
+    j = torch.arange(n, dtype=torch.float64)[None, :]
+    overlap = (torch.minimum(start + scale, j + 1) - torch.maximum(start, j)).clamp(min=0)
+    return (overlap / scale).to(dtype=dtype, device=device)
+
+
+def resize_batch(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch (N×3×H×W images, N×H×W labels) at ``size``²: area averaging when
+    shrinking, like :func:`resize_image`; nearest labels, like :func:`resize_mask`."""
+    h, w = x.shape[-2:]
+    if h == size and w == size:
+        return x, y
+    if size < min(h, w):
+        x = _area_weights(h, size, x.dtype, x.device) @ x @ _area_weights(w, size, x.dtype, x.device).T
+    else:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    y = F.interpolate(y[:, None].float(), size=(size, size), mode="nearest")[:, 0].to(y.dtype)
+    return x, y
 
 
 class FaceDataset(torch.utils.data.Dataset):

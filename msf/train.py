@@ -19,7 +19,7 @@ from tqdm import tqdm
 from msf import __version__
 from msf.checkpoint import atomic_save, describe_mismatch, extract_state_dict, read_checkpoint, standard_metadata
 from msf.config import TrainConfig
-from msf.data import FaceDataset, data_fingerprint, list_samples, read_pair, split_samples
+from msf.data import FaceDataset, data_fingerprint, list_samples, read_pair, resize_batch, split_samples
 from msf.errors import MsfError
 from msf.evaluate import autocast, evaluate_pairs
 from msf.losses import seg_loss
@@ -225,14 +225,16 @@ def _train(cfg, resume, init, log, device, amp, ddp) -> dict[str, Any]:
             net.train()
             t_ep = time.monotonic()
             losses, n_img = [], 0
-            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.total_epochs} @{phase.size}"
-                       + (f"/{phase.crop}" if phase.crop else ""),
+            sizes = phase.train_sizes()
+            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.total_epochs} @{phase.label()}",
                        disable=not ddp.main or None, leave=False, unit="batch", dynamic_ncols=True)
             for i, (x, y) in enumerate(bar):
                 ep_float = state.epoch + i / max(len(loader), 1)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(ep_float, cfg)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if len(sizes) > 1:
+                    x, y = resize_batch(x, y, _batch_size_at(sizes, cfg.seed, state.step))
                 with autocast(device, amp):
                     logits = net(x)
                 loss = seg_loss(logits, y, cfg.dice_weight)
@@ -257,7 +259,7 @@ def _train(cfg, resume, init, log, device, amp, ddp) -> dict[str, Any]:
             if epoch_done:
                 state.epoch += 1
             record: dict[str, Any] = {
-                "epoch": state.epoch, "size": phase.size, "crop": phase.crop,
+                "epoch": state.epoch, "size": phase.size, "crop": phase.crop, "scales": phase.scales,
                 "loss": float(np.mean(losses)) if losses else None,
                 "lr": opt.param_groups[0]["lr"], "train_s": round(train_s, 1),
                 "s_per_image": round(train_s / max(n_img * ddp.world, 1), 4),
@@ -304,8 +306,15 @@ def _train(cfg, resume, init, log, device, amp, ddp) -> dict[str, Any]:
     return summary
 
 
+def _batch_size_at(sizes: list[int], seed: int, step: int) -> int:
+    """The input size of training step ``step`` in a multi-scale phase: drawn uniformly, seeded
+    by (seed, step) so a resumed run and every DDP rank draw the same sizes."""
+    return sizes[int(np.random.default_rng([seed, step]).integers(len(sizes)))]
+
+
 def _epoch_line(r: dict[str, Any], total: int, is_best: bool) -> str:
-    size = f"size {r['size']}" + (f"/{r['crop']}" if r.get("crop") else "")
+    size = f"size {r['size']}" + (f"/{r['crop']}" if r.get("crop") else "") + "".join(
+        f"+{s}" for s in r.get("scales") or () if s != r["size"])
     parts = [f"epoch {r['epoch']:>3}/{total}", size, f"loss {r['loss']:.4f}" if r["loss"] else "loss -",
              f"lr {r['lr']:.2e}", f"{r['s_per_image'] * 1000:.0f} ms/img", f"{r['train_s']:.0f}s"]
     if "val_f_score" in r:

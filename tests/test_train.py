@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from msf.config import PRESETS, config_from_dict, merge, parse_phases
-from msf.data import FaceDataset, list_samples, read_pair, resize_image, resize_mask, to_tensor
+from msf.data import FaceDataset, list_samples, read_pair, resize_batch, resize_image, resize_mask, to_tensor
 from msf.errors import MsfError
 from msf.losses import seg_loss
 from msf.model import load_model
@@ -101,10 +101,47 @@ def test_crop_phase_trains_on_windows_and_validates_whole_images(tmp_path, faces
     assert summary["best_f_score"] == pytest.approx(max(h["val_f_score"] for h in hist), abs=1e-4)
 
 
+def test_resize_batch_matches_the_inference_resize(faces_root):
+    pairs = [read_pair(s) for s in list_samples(faces_root)[:2]]
+    x = torch.stack([to_tensor(i) for i, _ in pairs])
+    y = torch.stack([torch.from_numpy(m).long() for _, m in pairs])
+    for size in (256, 384):
+        xs, ys = resize_batch(x, y, size)
+        assert xs.shape == (2, 3, size, size) and ys.shape == (2, size, size) and ys.dtype == y.dtype
+        ref = torch.stack([to_tensor(resize_image(i, size)) for i, _ in pairs])
+        # cv2.INTER_AREA's fractional coverage, also at 384 (non-integer ratio); cv2 rounds to uint8
+        assert (xs - ref).abs().max() <= 0.51 / 255
+        ref_mask = torch.stack([torch.from_numpy(resize_mask(m, size)).long() for _, m in pairs])
+        assert torch.equal(ys, ref_mask)
+    assert resize_batch(x, y, 512)[0] is x
+
+
+def test_multi_scale_phase_resizes_each_batch_to_a_seeded_size(tmp_path, faces_root, monkeypatch):
+    import msf.train as train_mod
+
+    seen = []
+
+    def spy(x, y, size):
+        out = resize_batch(x, y, size)
+        seen.append((size, tuple(out[0].shape[-2:]), tuple(out[1].shape[-2:])))
+        return out
+
+    monkeypatch.setattr(train_mod, "resize_batch", spy)
+    cfg = _tiny(tmp_path, faces_root, phases=parse_phases("2x64+32+96@4"))
+    summary = train(cfg, log=lambda m: None)
+    sizes = [s for s, _, _ in seen]
+    assert sizes == [train_mod._batch_size_at([64, 32, 96], 0, step) for step in range(summary["steps"])]
+    assert len(set(sizes)) > 1 and all(xs == ys == (s, s) for s, xs, ys in seen)
+    assert [h["scales"] for h in summary["history"]] == [[32, 96], [32, 96]]
+    assert all(h["val_f_score"] >= 0 for h in summary["history"])  # validated at 64² (the phase size)
+
+
 def test_phase_spec_and_numbers_given_as_text():
-    assert parse_phases("40x256@16, 20x512/384@12") == [
-        {"epochs": 40, "batch": 16, "size": 256}, {"epochs": 20, "batch": 12, "crop": 384, "size": 512}]
-    for bad in ("20x512/600@12", "20x512@", "x256@16"):
+    assert parse_phases("40x256@16, 20x512/384@12, 8x512+256+384@8") == [
+        {"epochs": 40, "batch": 16, "size": 256}, {"epochs": 20, "batch": 12, "crop": 384, "size": 512},
+        {"epochs": 8, "batch": 8, "scales": [256, 384], "size": 512}]
+    assert config_from_dict({"phases": parse_phases("8x512+256+384@8")}).phases[0].label() == "512+256+384"
+    for bad in ("20x512/600@12", "20x512@", "x256@16", "8x512+250@8", "8x512+@8"):
         with pytest.raises(MsfError, match="bad phase"):
             parse_phases(bad)
     cfg = config_from_dict({"min_lr": "1e-6", "patience": "5"})  # what YAML 1.1 makes of --set min_lr=1e-6

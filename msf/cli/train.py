@@ -20,6 +20,8 @@ examples:
   msf-train --resume runs/msf/last.pt         # continue after an interruption
   msf-train --init runs/msf/best.pt --phases 20x512/384@12,10x512@8 --lr 2.5e-4
                                               # fine-tune at 512² scale on 384² random crops, then whole
+  msf-train --init runs/msf/best.pt --phases 8x512+256+384@8 --lr 8e-5
+                                              # multi-scale fine-tune: each batch at 512², 256² or 384²
   torchrun --nproc_per_node 4 -m msf.cli.train --preset gpu   # DDP, one process per GPU
 
 Checkpoints: OUT/best.pt (best validation F-score of the final phase) and OUT/last.pt.
@@ -36,8 +38,9 @@ def build_parser():
     p.add_argument("--data", metavar="DIR", help="data root (CE7454 or official CelebAMask-HQ layout; "
                                                  "default: $MSF_DATA or ../shared/data/faces)")
     p.add_argument("--out", "-o", metavar="DIR", help="output folder for checkpoints (default runs/msf)")
-    p.add_argument("--phases", metavar="SPEC", help="progressive schedule EPOCHSxSIZE@BATCH,...,\n"
-                   "e.g. 40x256@16,12x512@8")
+    p.add_argument("--phases", metavar="SPEC", help="schedule EPOCHSxSIZE@BATCH,... e.g. 40x256@16,12x512@8; "
+                   "SIZE/CROP trains on random CROP² windows of SIZE² images, SIZE+S2+S3 resizes each "
+                   "batch to one of the sizes (multi-scale); validation runs at SIZE")
     p.add_argument("--epochs", type=int, help="single phase: number of epochs")
     p.add_argument("--size", type=int, help="single phase: square input size")
     p.add_argument("--batch", type=int, help="single phase: global batch size")
