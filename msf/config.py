@@ -21,8 +21,8 @@ class Phase:
     With ``crop`` the images are resized to ``size`` and training sees random ``crop``² windows
     of them: the objects keep the pixel scale of ``size`` (what the model is evaluated at) for
     about (crop/size)² of the compute. With ``scales`` (multi-scale training) each batch is
-    resized to a size drawn from ``size`` and ``scales``, so one model learns several input sizes.
-    Validation always runs on whole ``size``² images.
+    resized to a size drawn uniformly from ``[size, *scales]`` (repeat a size to draw it more
+    often), so one model learns several input sizes. Validation always runs on whole ``size``² images.
     """
 
     epochs: int
@@ -33,12 +33,12 @@ class Phase:
 
     def train_sizes(self) -> list[int]:
         """The input sizes a training batch of this phase may have."""
-        return [self.size, *(s for s in self.scales or () if s != self.size)]
+        return [self.size, *(self.scales or ())]
 
     def label(self) -> str:
         """The phase's size in ``--phases`` notation: 512, 512/384 or 512+256+384."""
         return f"{self.size}" + (f"/{self.crop}" if self.crop else "") + "".join(
-            f"+{s}" for s in self.train_sizes()[1:])
+            f"+{s}" for s in self.scales or ())
 
 
 # The augmentation's own dataclass is its configuration.

@@ -314,7 +314,7 @@ def _batch_size_at(sizes: list[int], seed: int, step: int) -> int:
 
 def _epoch_line(r: dict[str, Any], total: int, is_best: bool) -> str:
     size = f"size {r['size']}" + (f"/{r['crop']}" if r.get("crop") else "") + "".join(
-        f"+{s}" for s in r.get("scales") or () if s != r["size"])
+        f"+{s}" for s in r.get("scales") or ())
     parts = [f"epoch {r['epoch']:>3}/{total}", size, f"loss {r['loss']:.4f}" if r["loss"] else "loss -",
              f"lr {r['lr']:.2e}", f"{r['s_per_image'] * 1000:.0f} ms/img", f"{r['train_s']:.0f}s"]
     if "val_f_score" in r:

@@ -141,6 +141,8 @@ def test_phase_spec_and_numbers_given_as_text():
         {"epochs": 40, "batch": 16, "size": 256}, {"epochs": 20, "batch": 12, "crop": 384, "size": 512},
         {"epochs": 8, "batch": 8, "scales": [256, 384], "size": 512}]
     assert config_from_dict({"phases": parse_phases("8x512+256+384@8")}).phases[0].label() == "512+256+384"
+    weighted = config_from_dict({"phases": parse_phases("8x512+512+256@8")}).phases[0]
+    assert weighted.train_sizes() == [512, 512, 256] and weighted.label() == "512+512+256"
     for bad in ("20x512/600@12", "20x512@", "x256@16", "8x512+250@8", "8x512+@8"):
         with pytest.raises(MsfError, match="bad phase"):
             parse_phases(bad)

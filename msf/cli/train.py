@@ -40,7 +40,8 @@ def build_parser():
     p.add_argument("--out", "-o", metavar="DIR", help="output folder for checkpoints (default runs/msf)")
     p.add_argument("--phases", metavar="SPEC", help="schedule EPOCHSxSIZE@BATCH,... e.g. 40x256@16,12x512@8; "
                    "SIZE/CROP trains on random CROP² windows of SIZE² images, SIZE+S2+S3 resizes each "
-                   "batch to one of the sizes (multi-scale); validation runs at SIZE")
+                   "batch to one of the sizes (multi-scale; repeat a size to draw it more often); "
+                   "validation runs at SIZE")
     p.add_argument("--epochs", type=int, help="single phase: number of epochs")
     p.add_argument("--size", type=int, help="single phase: square input size")
     p.add_argument("--batch", type=int, help="single phase: global batch size")
