@@ -66,7 +66,8 @@ def measure(backend: Backend, frames: list[np.ndarray], settings: BenchSettings,
     e2e = summarize(_timed_loop(lambda: frame_labels(backend, batch), settings, clock), settings.batch)
     rec = {k: v for k, v in compute.items()}
     rec.update({f"e2e_{k}": v for k, v in e2e.items() if k != "runs"})
-    rec["noisy"] = bool(compute["cv"] > NOISY_CV or e2e["cv"] > NOISY_CV)
+    rec["cv_max"] = max(compute["cv"], e2e["cv"])  # the table's CV column: the noisier of the two loops
+    rec["noisy"] = bool(rec["cv_max"] > NOISY_CV)
     rec["_samples"] = compute_ms  # raw compute latencies, for plots (not serialised)
     return rec
 

@@ -194,6 +194,26 @@ def test_bad_sources_one_line(tmp_path, make, needle):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_size_flag_runs_a_checkpoint_at_that_input_size(clips, tmp_path):
+    r = video(clips["small"], "--size", "256", "--save-masks", tmp_path / "m", "--stats", tmp_path / "s.json",
+              "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["size"] == 256
+    labels = np.array(Image.open(tmp_path / "m" / "small_000000.png"))
+    direct = Segmenter(size=256).predict(_read_all(clips["small"])[0])
+    assert labels.shape == (256, 256) and np.array_equal(labels, direct)
+    assert np.bincount(labels.ravel(), minlength=19)[1] > 0.05 * labels.size  # skin on a real face
+    onnx = tmp_path / "m512.onnx"
+    e = subprocess.run([sys.executable, "-m", "msf.cli.export", "-o", onnx, "--io", "uint8", "--color", "bgr",
+                        "--head", "labels", "--verify-images", "1"], capture_output=True, text=True, timeout=600)
+    assert e.returncode == 0, e.stderr
+    r = video(clips["small"], "--model", onnx, "--size", "256", "--no-progress")
+    assert r.returncode == 1 and "fixed at 512² input; export it with msf-export --size 256" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = video(clips["small"], "--size", "0", "--no-progress")
+    assert r.returncode == 2 and "expected a positive integer" in r.stderr
+
+
 def test_unwritable_output_and_bad_model(clips, tmp_path):
     r = video(clips["small"], "-o", "/proc/o.mp4", "--no-progress")
     assert r.returncode == 1 and "cannot write to /proc" in r.stderr

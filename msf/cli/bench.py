@@ -22,8 +22,8 @@ examples:
   msf-bench --engine best.pt --size 256,384,512 --data DIR       # the accuracy/speed trade per input size
 
 Latency is reported twice: compute (the backend call on a prepared input) and end to end
-(BGR frames -> letterbox -> input contract -> backend -> frame-sized labels). A run whose
-coefficient of variation exceeds 10 % is flagged as noisy. Accuracy (--data) is the CE7454
+(BGR frames -> letterbox -> input contract -> backend -> frame-sized labels). CV is the larger
+coefficient of variation of the two; above 10 % the run is flagged as noisy. Accuracy (--data) is the CE7454
 F-score on labeled faces and the pixel agreement with the PyTorch fp32 training graph.
 """
 
@@ -187,7 +187,7 @@ def _progress_line(r: dict) -> str:
 COLUMNS = [("model", "model"), ("backend", "backend"), ("precision", "prec."), ("batch", "batch"),
            ("size", "size"), ("file_mb", "MB"), ("p50_ms", "p50 ms"), ("p90_ms", "p90"), ("p99_ms", "p99"),
            ("e2e_p50_ms", "e2e p50"), ("e2e_p99_ms", "e2e p99"), ("throughput_ips", "img/s"),
-           ("f_score", "F-score"), ("agreement", "agree"), ("cv", "CV")]
+           ("f_score", "F-score"), ("agreement", "agree"), ("cv_max", "CV")]
 
 
 def _fmt(key: str, v) -> str:
@@ -195,7 +195,7 @@ def _fmt(key: str, v) -> str:
         return "-"
     if key == "agreement":
         return f"{v:.2%}"
-    if key in ("f_score", "cv"):
+    if key in ("f_score", "cv_max"):
         return f"{v:.3f}"
     if isinstance(v, float):
         return f"{v:.1f}"
@@ -210,7 +210,7 @@ def _print_table(records: list[dict], skipped: list[str], env: dict) -> None:
     for _, head in COLUMNS:
         t.add_column(head, justify="left" if head in ("model", "backend", "prec.") else "right")
     for r in records:
-        t.add_row(*[_fmt(k, r.get(k)) + (" !" if k == "cv" and r["noisy"] else "") for k, _ in COLUMNS])
+        t.add_row(*[_fmt(k, r.get(k)) + (" !" if k == "cv_max" and r["noisy"] else "") for k, _ in COLUMNS])
     con.print(t)
     if any(r["noisy"] for r in records):
         con.print("[yellow]! noisy run (CV > 10 %): close other programs or raise --iters[/yellow]")

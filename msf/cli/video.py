@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from msf.cli.common import console, make_parser
+from msf.cli.common import console, make_parser, positive_int
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -16,6 +16,7 @@ examples:
   msf-video 0 --show --mode face                # webcam 0, every face cropped and parsed at 512²
   msf-video a.mp4 b.mp4 rtsp://cam/stream -o outdir/   # several sources, one batched backend
   msf-video clip.mp4 --model msf.engine         # TensorRT engine (built by msf-export --tensorrt)
+  msf-video input.mp4 --size 256                # 256² model input: ~4x faster than 512², F 0.73 vs 0.75
 
 File sources are processed frame by frame in order (the output has the input's frame count);
 live sources drop stale frames to keep latency bounded and report how many. Ctrl-C finishes the
@@ -28,6 +29,9 @@ def build_parser():
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="video file, webcam index, rtsp:// or http:// URL, image folder or glob")
     p.add_argument("--model", metavar="PATH", help="checkpoint (.pt/.pth), .onnx or .engine; default: shipped weights")
+    p.add_argument("--size", type=positive_int, metavar="N",
+                   help="model input size N² for a checkpoint (default: 512; an .onnx or .engine file keeps "
+                        "the size it was exported at)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "pytorch", "openvino", "tensorrt"], default="auto")
     p.add_argument("--device", help="onnxruntime: cpu/cuda/tensorrt provider; pytorch: cpu/cuda; openvino: CPU/GPU")
     p.add_argument("--threads", type=int, help="inference threads (default: all cores; spinning off)")
@@ -102,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         sources = [open_source(s, args.stall_timeout) for s in args.sources]
         seg = Segmenter(args.model, args.backend, args.mode, device=args.device,
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
-                        smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every)
+                        smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
+                        size=args.size or 512)
+        if args.size and seg.size != args.size:
+            raise MsfError(f"{args.model} is fixed at {seg.size}² input; export it with msf-export --size "
+                           f"{args.size}, or pass a checkpoint")
         for src, out in zip(sources, _outputs(args, sources)):
             h, w = src.peek().shape[:2]
             width = 2 * w if args.side_by_side else w
