@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce msf/weights/microsegformer.pt on a CPU (about 4 h on 2 idle cores; see
+# Reproduce msf/weights/microsegformer.pt on a CPU (about 4.5 h on 2 idle cores; see
 # msf/weights/MODEL_CARD.md). Seeded; the validation split (seed 42) travels in the checkpoints.
 #   bash recipes/shipped_weights.sh [OUT_DIR]        # data: $MSF_DATA or ../shared/data/faces
 set -euo pipefail
@@ -23,6 +23,11 @@ msf-train --preset cpu --seed 42 --init "$out/stage2/best.pt" \
 msf-train --preset cpu --seed 42 --init "$out/stage3/best.pt" \
   --phases 6x512@8 --lr 8e-5 --warmup 0.3 --set min_lr=1e-6 --patience 100 --out "$out/stage4"
 
-python3 "$(dirname "$0")/package_weights.py" "$out/stage4/best.pt" "$out/stage3/best.pt" \
-  "$out/stage2/best.pt" "$out/stage1/best.pt" -o "$out/microsegformer.pt"
+# Stage 5: multi-scale fine-tune, 8 epochs; each batch resized to 512² (half the batches), 256²
+# or 384² (a quarter each), drawn with the seed, so one checkpoint also serves 256²/384² inputs.
+msf-train --preset cpu --seed 42 --init "$out/stage4/best.pt" \
+  --phases 8x512+512+256+384@8 --lr 8e-5 --warmup 0.3 --set min_lr=1e-6 --patience 100 --out "$out/stage5"
+
+python3 "$(dirname "$0")/package_weights.py" "$out/stage5/best.pt" "$out/stage4/best.pt" \
+  "$out/stage3/best.pt" "$out/stage2/best.pt" "$out/stage1/best.pt" -o "$out/microsegformer.pt"
 echo "check: msf-eval --ckpt $out/microsegformer.pt --split val --size 256,384,512"
