@@ -37,8 +37,12 @@ class Phase:
 
     def label(self) -> str:
         """The phase's size in ``--phases`` notation: 512, 512/384 or 512+256+384."""
-        return f"{self.size}" + (f"/{self.crop}" if self.crop else "") + "".join(
-            f"+{s}" for s in self.scales or ())
+        return size_label(self.size, self.crop, self.scales)
+
+
+def size_label(size: int, crop: int | None = None, scales: list[int] | None = None) -> str:
+    """A phase's size in ``--phases`` notation: 512, 512/384 or 512+256+384."""
+    return f"{size}" + (f"/{crop}" if crop else "") + "".join(f"+{s}" for s in scales or ())
 
 
 # The augmentation's own dataclass is its configuration.

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from msf import __version__
 from msf.checkpoint import atomic_save, describe_mismatch, extract_state_dict, read_checkpoint, standard_metadata
-from msf.config import TrainConfig
+from msf.config import TrainConfig, size_label
 from msf.data import FaceDataset, data_fingerprint, list_samples, read_pair, resize_batch, split_samples
 from msf.errors import MsfError
 from msf.evaluate import autocast, evaluate_pairs
@@ -313,8 +313,7 @@ def _batch_size_at(sizes: list[int], seed: int, step: int) -> int:
 
 
 def _epoch_line(r: dict[str, Any], total: int, is_best: bool) -> str:
-    size = f"size {r['size']}" + (f"/{r['crop']}" if r.get("crop") else "") + "".join(
-        f"+{s}" for s in r.get("scales") or ())
+    size = f"size {size_label(r['size'], r.get('crop'), r.get('scales'))}"
     parts = [f"epoch {r['epoch']:>3}/{total}", size, f"loss {r['loss']:.4f}" if r["loss"] else "loss -",
              f"lr {r['lr']:.2e}", f"{r['s_per_image'] * 1000:.0f} ms/img", f"{r['train_s']:.0f}s"]
     if "val_f_score" in r:

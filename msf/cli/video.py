@@ -16,7 +16,7 @@ examples:
   msf-video 0 --show --mode face                # webcam 0, every face cropped and parsed at 512²
   msf-video a.mp4 b.mp4 rtsp://cam/stream -o outdir/   # several sources, one batched backend
   msf-video clip.mp4 --model msf.engine         # TensorRT engine (built by msf-export --tensorrt)
-  msf-video input.mp4 --size 256                # 256² model input: ~4x faster than 512², F 0.73 vs 0.75
+  msf-video input.mp4 --size 256                # 256² model input: inference ~4x faster, F 0.73 vs 0.75
 
 File sources are processed frame by frame in order (the output has the input's frame count);
 live sources drop stale frames to keep latency bounded and report how many. Ctrl-C finishes the
