@@ -5,7 +5,7 @@ uint8/labels ends) vs INT8 — batch 1, 512², median of N runs after warm-up, v
 interleaved rounds so machine noise hits all of them alike. Writes JSON + Markdown to
 benchmarks/results/.
 
-    python benchmarks/bench_export.py [--ckpt PATH] [--runs 30] [--threads 2]
+    python benchmarks/bench_export.py [--ckpt PATH] [--runs 30] [--threads 2] [--quick]
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from msf.data import list_samples, read_image
+from msf.contract import RUNTIME_ENDS, GraphEnds
 from msf.export.onnx_export import ExportSpec, export_onnx
+from msf.export.pipeline import INT8_FLOAT_LAYERS
 from msf.export.precision import to_int8
-from msf.export.rewrite import GraphEnds
-from msf.export.sidecar import build_sidecar
-from msf.export.verify import make_input
+from msf.export.verify import graph_input, load_verification_images
 from msf.model import load_model
 from msf.paths import data_root
 from msf.runtime.timing import environment, markdown_table, save_results, summarize, utc_now
 
 HERE = Path(__file__).resolve().parent
-FLOAT, FRAMES = GraphEnds("float", "rgb", "logits"), GraphEnds("uint8", "bgr", "labels")
+FLOAT, FRAMES = GraphEnds(), RUNTIME_ENDS
 
 VARIANTS = [
     ("reference", ExportSpec("reference"), "fp32"),
@@ -52,16 +51,19 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds the runs are split into")
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
-    ap.add_argument("--calib", type=int, default=16, help="INT8 calibration faces")
+    ap.add_argument("--calib", type=int, default=32, help="INT8 calibration faces (training split)")
     ap.add_argument("--out", default=str(HERE / "results" / "export_ort_cpu"), help="output path stem")
+    ap.add_argument("--quick", action="store_true", help="3 runs, 4 calibration faces, to a temporary folder")
     args = ap.parse_args()
+    if args.quick:
+        args.runs, args.warmup, args.rounds, args.calib = 3, 1, 1, 4
+        args.out = str(Path(tempfile.mkdtemp(prefix="msf-bench-export-")) / "export_ort_cpu")
 
     model = load_model(args.ckpt)
-    root = data_root()
-    if root is None:
-        sys.exit("bench_export: needs the face data (MSF_DATA or ../shared/data/faces)")
-    faces = [read_image(s.image) for s in list_samples(root / "unlabeled", require_masks=False)[: args.calib + 1]]
-    frame = faces[0]
+    if data_root() is None:
+        sys.exit("bench_export: needs the face data (set MSF_DATA)")
+    calib = [im for im, _ in load_verification_images(None, args.calib, seed=1, split="train", ckpt=args.ckpt)[0]]
+    frame = load_verification_images(None, 1, split="val", ckpt=args.ckpt)[0][0][0]
     sessions, meta = {}, {}
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
@@ -73,14 +75,13 @@ def main() -> int:
             path = Path(tmp) / f"{len(sessions)}.onnx"
             proto = export_onnx(model, spec)
             onnx.save(proto, path)
-            side = build_sidecar(fmt="onnx", precision=precision, target="onnxruntime", spec=spec,
-                                 checkpoint_sha256=None)
+            spec_in = spec.contract.input
             if precision == "int8":
                 q = path.with_suffix(".int8.onnx")
-                to_int8(path, q, [make_input(f, 512, side) for f in faces[1:]])
+                to_int8(path, q, [graph_input([f], spec_in) for f in calib], keep_float=INT8_FLOAT_LAYERS)
                 path = q
             sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            x = make_input(frame, 512, side)
+            x = graph_input([frame], spec_in)
             sessions[name] = (sess, {sess.get_inputs()[0].name: x})
             meta[name] = {"nodes": len(onnx.load(path).graph.node), "bytes": path.stat().st_size,
                           "precision": precision, "core": spec.resolved_core, "io": spec.ends.io,

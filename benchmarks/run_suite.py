@@ -1,12 +1,12 @@
 """The project's headline table, reproduced on the current machine with one command.
 
-PyTorch eager (training graph) vs ONNX reference export vs fused export (fp32) vs INT8, all on
-ONNX Runtime CPU; OpenVINO bf16 where installed; the peer SegFormer-B0 (19 classes, built from
+PyTorch (training graph, backend pytorch-reference) vs ONNX reference export vs fused export
+(fp32) vs INT8, all on ONNX Runtime CPU; OpenVINO bf16 where installed; the peer SegFormer-B0 (19 classes, built from
 its config with ``transformers``, same input size) where installed. Batch 1, 512², shipped
 weights; accuracy on the shipped checkpoint's own validation faces. Also checks that msf-bench's
 p50 for the fused export agrees with an independent plain timed loop of the same file.
 
-    python benchmarks/run_suite.py [--iters 30] [--accuracy-images 100]
+    python benchmarks/run_suite.py [--iters 30] [--accuracy-images 100] [--quick]
 
 Writes benchmarks/results/suite_cpu.{json,md,png}.
 """
@@ -23,19 +23,19 @@ import cv2
 import numpy as np
 import onnx
 
-from msf.checkpoint import checkpoint_metadata
-from msf.cli.bench import markdown, plot
-from msf.data import list_samples, read_pair
+from msf.contract import DEFAULT_SIZE, MODEL_CONTRACT, RUNTIME_ENDS, write_sidecar
 from msf.export.onnx_export import ExportSpec, export_onnx
 from msf.export.pipeline import ExportOptions, run_export
-from msf.export.rewrite import GraphEnds
+from msf.export.sidecar import build_sidecar
+from msf.export.verify import load_verification_images
+from msf.frames import rgb_to_bgr
 from msf.paths import data_root
 from msf.runtime.backends import Backend, create_backend
 from msf.runtime.benchmark import BenchSettings, accuracy, measure, reference_labels
-from msf.runtime.timing import environment, save_results, summarize, utc_now
+from msf.runtime.report import markdown, plot
+from msf.runtime.timing import environment, save_results, summarize, time_calls, utc_now
 
 HERE = Path(__file__).resolve().parent
-FRAMES = GraphEnds("uint8", "bgr", "labels")
 
 
 class SegFormerB0(Backend):
@@ -47,7 +47,7 @@ class SegFormerB0(Backend):
         import torch
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-        super().__init__({"dtype": "float32", "layout": "NCHW", "color": "rgb", "size": 512, "batch": None}, "logits")
+        super().__init__(MODEL_CONTRACT)
         torch.set_num_threads(threads)
         self.torch = torch
         self.model = SegformerForSemanticSegmentation(SegformerConfig(num_labels=19)).eval()
@@ -65,17 +65,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--accuracy-images", type=int, default=100)
     ap.add_argument("--out", default=str(HERE / "results" / "suite_cpu"))
+    ap.add_argument("--quick", action="store_true", help="5 runs, 4 faces, to a temporary folder (smoke test)")
     args = ap.parse_args()
-    root = data_root()
-    if root is None:
-        sys.exit("run_suite: needs the face data (MSF_DATA or ../shared/data/faces)")
-    frames = [cv2.imread(str(s.image)) for s in list_samples(root / "unlabeled", require_masks=False)[:8]]
-    val = set(checkpoint_metadata().get("val_names") or [])
-    samples = [s for s in list_samples(root) if s.name in val][: args.accuracy_images]
-    pairs = [(cv2.cvtColor(i, cv2.COLOR_RGB2BGR), m) for i, m in (read_pair(s) for s in samples)]
+    if args.quick:
+        args.iters, args.warmup, args.accuracy_images = 5, 1, 4
+        args.out = str(Path(tempfile.mkdtemp(prefix="msf-suite-")) / "suite_cpu")
+    if data_root() is None:
+        sys.exit("run_suite: needs the face data (set MSF_DATA)")
+    # the shipped checkpoint's own validation faces: timing frames and accuracy
+    val, _ = load_verification_images(None, max(args.accuracy_images, 8), split="val")
+    pairs = [(rgb_to_bgr(img), mask) for img, mask in val][: args.accuracy_images]
+    frames = [rgb_to_bgr(img) for img, _ in val[:8]]
     settings = BenchSettings(1, args.warmup, args.iters)
     records, samples_ms, skipped = [], [], []
-    ref_backend = create_backend(None, "pytorch-eager", threads=args.threads)
+    ref_backend = create_backend(None, "pytorch-reference", threads=args.threads)
     ref_labels = reference_labels(ref_backend, pairs)
 
     def add(label: str, backend: Backend, path: Path | None, with_accuracy: bool = True) -> dict:
@@ -84,7 +87,7 @@ def main() -> int:
         samples_ms.append(rec.pop("_samples"))
         acc = accuracy(backend, ref_labels, pairs) if with_accuracy else {}
         rec = {"model": label, "backend": backend.name, "precision": backend.precision, "device": backend.device,
-               "batch": 1, "size": 512, "file_mb": round(path.stat().st_size / 1e6, 2) if path else None,
+               "batch": 1, "size": backend.size, "file_mb": round(path.stat().st_size / 1e6, 2) if path else None,
                "threads": args.threads, **rec, **acc, "seconds": round(time.perf_counter() - t0, 1)}
         records.append(rec)
         print(f"{label}: p50 {rec['p50_ms']:.1f} ms, e2e {rec['e2e_p50_ms']:.1f} ms", file=sys.stderr)
@@ -92,17 +95,17 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        add("PyTorch eager (training graph)", ref_backend, None)
+        add("PyTorch (training graph)", ref_backend, None)
         ref_onnx = tmp / "reference.onnx"
         onnx.save(export_onnx(ref_backend.model, ExportSpec("reference")), ref_onnx)
         _sidecar(ref_onnx, ExportSpec("reference"))
         add("ONNX reference export", create_backend(ref_onnx, "onnxruntime", threads=args.threads), ref_onnx)
         fused = tmp / "fused.onnx"
-        run_export(ExportOptions(out=fused, spec=ExportSpec(ends=FRAMES), verify_images=4), log=lambda m: None)
+        run_export(ExportOptions(out=fused, spec=ExportSpec(ends=RUNTIME_ENDS), verify_images=4), log=lambda m: None)
         fused_rec = add("fused export fp32", create_backend(fused, "onnxruntime", threads=args.threads), fused)
         int8 = tmp / "int8.onnx"
-        run_export(ExportOptions(out=int8, spec=ExportSpec(ends=FRAMES), precision="int8", verify_images=4,
-                                 calib_images=32), log=lambda m: None)
+        run_export(ExportOptions(out=int8, spec=ExportSpec(ends=RUNTIME_ENDS), precision="int8", verify_images=4),
+                   log=lambda m: None)
         add("INT8 export (QDQ)", create_backend(int8, "onnxruntime", threads=args.threads), int8)
         try:
             add("fused export, OpenVINO", create_backend(fused, "openvino", threads=args.threads), fused)
@@ -122,17 +125,12 @@ def main() -> int:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(str(fused), so, providers=["CPUExecutionProvider"])
         fused_backend = create_backend(fused, "onnxruntime", threads=args.threads)
-        x = np.ascontiguousarray(cv2.resize(frames[0], (512, 512))[None])
+        x = np.ascontiguousarray(cv2.resize(frames[0], (DEFAULT_SIZE, DEFAULT_SIZE))[None])
         plain, bench_p50 = [], []
         per_round = max(3, args.iters // 3)
         for _ in range(3):
             bench_p50.append(measure(fused_backend, frames, BenchSettings(1, 3, per_round))["p50_ms"])
-            for _ in range(3):
-                sess.run(None, {"image": x})
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                sess.run(None, {"image": x})
-                plain.append((time.perf_counter() - t0) * 1000)
+            plain.extend(time_calls(lambda: sess.run(None, {"image": x}), per_round, warmup=3))
         plain_s = summarize(np.array(plain))
         fused_rec = dict(fused_rec, p50_ms=float(np.median(bench_p50)))
     cross = {"msf_bench_p50_ms": fused_rec["p50_ms"], "plain_loop_p50_ms": plain_s["p50_ms"],
@@ -140,7 +138,7 @@ def main() -> int:
              "plain_loop_cv": plain_s["cv"]}
     base = records[0]["p50_ms"]
     for r in records:
-        r["speedup_vs_pytorch_eager"] = base / r["p50_ms"]
+        r["speedup_vs_pytorch_reference"] = base / r["p50_ms"]
     env = environment()
     result = {"benchmark": "headline suite, CPU, batch 1, 512x512", "date": utc_now(),
               "iters": args.iters, "warmup": args.warmup, "threads": args.threads,
@@ -158,10 +156,8 @@ def main() -> int:
 
 
 def _sidecar(path: Path, spec: ExportSpec) -> None:
-    from msf.export.sidecar import build_sidecar, sidecar_path, write_json_atomic
-
-    write_json_atomic(sidecar_path(path), build_sidecar(fmt="onnx", precision="fp32", target="onnxruntime",
-                                                        spec=spec, checkpoint_sha256=None))
+    write_sidecar(path, build_sidecar(fmt="onnx", precision="fp32", target="onnxruntime", spec=spec,
+                                      checkpoint_sha256=None))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import torch
 from onnx import helper
 from torch import nn
 
+from msf.contract import DEFAULT_SIZE, GraphContract, GraphEnds, contract_from_io
 from msf.errors import MsfError
-from msf.export.rewrite import GraphEnds, deploy
+from msf.export.rewrite import deploy
 from msf.model import MicroSegFormer
 
 TARGETS = ("onnxruntime", "tensorrt")
@@ -32,8 +33,13 @@ class ExportSpec:
     core: str | None = None          # matmul | mha | attention23 (None: the target's default)
     ends: GraphEnds = GraphEnds()
     batch: int | None = None         # None = dynamic
-    size: int | None = 512           # None = dynamic H and W
+    size: int | None = DEFAULT_SIZE  # None = dynamic H and W
     opset: int | None = None
+
+    @property
+    def contract(self) -> GraphContract:
+        """What the exported graph takes and returns."""
+        return self.ends.contract(self.size, self.batch)
 
     @property
     def resolved_core(self) -> str | None:
@@ -57,6 +63,9 @@ class ExportSpec:
             raise MsfError("TensorRT cannot parse com.microsoft.MultiHeadAttention: use --core matmul or attention23")
         if self.opset is not None and self.opset < 17:
             raise MsfError(f"opset {self.opset} is too old: LayerNormalization needs opset 17")
+        for value, flag in ((self.batch, "--batch"), (self.size, "--size")):
+            if value is not None and value <= 0:
+                raise MsfError(f"{flag} must be a positive integer or dynamic, not {value}")
 
 
 class _ReferenceWithEnds(nn.Module):
@@ -85,11 +94,12 @@ def build_export_module(model: MicroSegFormer, spec: ExportSpec) -> nn.Module:
     return deploy(model, "mha" if core == "attention23" else core, spec.ends, spec.size)
 
 
-def example_input(spec: ExportSpec, batch: int = 1, size: int = 512) -> torch.Tensor:
-    s = spec.size or size
-    if spec.ends.io == "uint8":
-        return torch.randint(0, 256, (spec.batch or batch, s, s, 3), dtype=torch.uint8)
-    return torch.rand(spec.batch or batch, 3, s, s)
+def example_input(spec: ExportSpec, batch: int = 1, size: int = DEFAULT_SIZE) -> torch.Tensor:
+    """A random tensor in the spec's input contract (what the exporter traces with)."""
+    shape = spec.contract.input.shape(batch, size)
+    if spec.contract.input.dtype == "uint8":
+        return torch.randint(0, 256, shape, dtype=torch.uint8)
+    return torch.rand(*shape)
 
 
 def export_onnx(model: MicroSegFormer, spec: ExportSpec) -> onnx.ModelProto:
@@ -97,20 +107,21 @@ def export_onnx(model: MicroSegFormer, spec: ExportSpec) -> onnx.ModelProto:
     spec.validate()
     module = build_export_module(model, spec)
     x = example_input(spec)
-    out_name = "labels" if spec.ends.head == "labels" else "logits"
-    dyn: dict[str, dict[int, str]] = {"image": {}, out_name: {}}
+    contract = spec.contract
+    in_name, out_name = contract.input.name, contract.output.name
+    dyn: dict[str, dict[int, str]] = {in_name: {}, out_name: {}}
     if spec.batch is None:
-        dyn["image"][0] = dyn[out_name][0] = "batch"
+        dyn[in_name][0] = dyn[out_name][0] = "batch"
     if spec.size is None:
-        h_ax, w_ax = (1, 2) if spec.ends.io == "uint8" else (2, 3)
-        dyn["image"].update({h_ax: "height", w_ax: "width"})
-        o_h, o_w = (1, 2) if spec.ends.head == "labels" else (2, 3)
+        h_ax, w_ax = (1, 2) if contract.input.layout == "NHWC" else (2, 3)
+        dyn[in_name].update({h_ax: "height", w_ax: "width"})
+        o_h, o_w = (1, 2) if contract.output.kind == "labels" else (2, 3)
         dyn[out_name].update({o_h: "height", o_w: "width"})
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=min(spec.resolved_opset, 20),
-                          input_names=["image"], output_names=[out_name],
+                          input_names=[in_name], output_names=[out_name],
                           dynamic_axes={k: v for k, v in dyn.items() if v} or None,
                           custom_opsets={"com.microsoft": 1}, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
@@ -121,7 +132,23 @@ def export_onnx(model: MicroSegFormer, spec: ExportSpec) -> onnx.ModelProto:
     _name_output_dims(proto, spec)
     proto.producer_name = "msf"
     onnx.checker.check_model(proto)
+    check_contract(proto, contract)
     return proto
+
+
+def graph_contract(proto: onnx.ModelProto, color: str = "rgb") -> GraphContract:
+    """The contract read from a graph's own first input and output (dtype, layout, fixed dims)."""
+    g = graph_summary(proto)
+    sig = [(s["name"], s["dtype"], s["shape"]) for s in (g["inputs"][0], g["outputs"][0])]
+    return contract_from_io(sig[0], sig[1], color=color)
+
+
+def check_contract(proto: onnx.ModelProto, contract: GraphContract) -> None:
+    """Fail when a written graph does not take and return what its sidecar will say."""
+    got = graph_contract(proto, color=contract.input.color)
+    if got != contract:
+        raise MsfError(f"internal error: the graph's I/O {got.to_dict()} differs from its contract "
+                       f"{contract.to_dict()}")
 
 
 def _name_output_dims(proto: onnx.ModelProto, spec: ExportSpec) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import onnx
 from msf.errors import MsfError
 
 # Kept in fp32 inside an fp16 graph: normalisation, softmax and reductions accumulate there
-# (a decomposed or fp16 LayerNorm overflows and blocks TensorRT's fusions, DESIGN §6 item 4).
+# (a decomposed or fp16 LayerNorm overflows and blocks TensorRT's fusions).
 FP16_BLOCK_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "Pow", "Sqrt",
                   "ArgMax", "Range"]
 
@@ -79,13 +79,24 @@ class _ArrayReader:
         return None if x is None else {self.name: x}
 
 
-def to_int8(fp32_path: str | Path, out_path: str | Path, calibration: list[np.ndarray]) -> None:
-    """Static QDQ quantization (per-channel int8 weights, int8 activations) calibrated on real inputs."""
+def float_nodes(proto: onnx.ModelProto, layers: Sequence[str]) -> list[str]:
+    """Names of the quantizable nodes inside ``layers`` (module paths such as ``patch_embed1`` or
+    ``decoder.cls``, as the exporter names nodes ``/patch_embed1/proj/Conv``)."""
+    prefixes = tuple("/" + layer.replace(".", "/") + "/" for layer in layers)
+    prefixes += tuple("/" + layer + "/" for layer in layers)  # block names keep their dot: /block1.0/
+    return [n.name for n in proto.graph.node if n.op_type in INT8_OPS and n.name.startswith(prefixes)]
+
+
+def to_int8(fp32_path: str | Path, out_path: str | Path, calibration: list[np.ndarray],
+            keep_float: Sequence[str] = ()) -> None:
+    """Static QDQ quantization (per-channel int8 weights, int8 activations) calibrated on real
+    inputs; the layers named in ``keep_float`` (see ``float_nodes``) stay in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
         raise MsfError("INT8 export needs calibration images (--data or the data root)")
+    name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
@@ -93,8 +104,11 @@ def to_int8(fp32_path: str | Path, out_path: str | Path, calibration: list[np.nd
             src = pre
         except Exception:  # noqa: BLE001  (pre-processing is an optimisation, not a requirement)
             src = Path(fp32_path)
+        exclude = float_nodes(onnx.load(str(src), load_external_data=False), keep_float) if keep_float else []
+        if keep_float and not exclude:
+            raise MsfError(f"no quantizable nodes in the layers to keep in float: {', '.join(keep_float)}")
         quantize_static(
-            str(src), str(out_path), _ArrayReader("image", calibration),
+            str(src), str(out_path), _ArrayReader(name, calibration), nodes_to_exclude=exclude,
             quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,

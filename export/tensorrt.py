@@ -1,8 +1,9 @@
 """TensorRT engine building from an exported ONNX graph (TensorRT 10.x and 11.x).
 
 TensorRT 10: FP16 through the builder flag, with LayerNorm/Softmax layers pinned to FP32 under
-OBEY_PRECISION_CONSTRAINTS. TensorRT 11 removed weak typing (DESIGN §6): networks are strongly
-typed and an FP16 engine is built from an ONNX that is already mixed FP16 (``to_fp16``).
+OBEY_PRECISION_CONSTRAINTS. TensorRT 11 removed weak typing: networks are strongly typed and an
+FP16 engine is built from an ONNX that is already mixed FP16 (``to_fp16``). Either way the engine
+keeps the ONNX graph's I/O contract (float32 or uint8 in; float32 logits or uint8 labels out).
 TensorRT is imported lazily: nothing here touches CUDA until a build is asked for.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from msf.atomic import atomic_write
+from msf.contract import DEFAULT_SIZE, InputSpec
 from msf.errors import MsfError
 
 
@@ -21,7 +23,7 @@ class Profile:
     """Optimisation profile batch sizes (and square sizes, for a dynamic-size graph)."""
 
     batch: tuple[int, int, int] = (1, 1, 1)
-    size: tuple[int, int, int] = (512, 512, 512)
+    size: tuple[int, int, int] = (DEFAULT_SIZE,) * 3
 
     @staticmethod
     def parse(batch_text: str | None, size_text: str | None = None, fixed_batch: int | None = None,
@@ -41,14 +43,12 @@ class Profile:
             if len(vals) != 3 or not (0 < vals[0] <= vals[1] <= vals[2]):
                 raise MsfError(f"bad profile {text!r}: expected 0 < MIN <= OPT <= MAX")
             return vals
-        return Profile(three(batch_text, fixed_batch, (1, 1, 1)), three(size_text, fixed_size, (512, 512, 512)))
+        return Profile(three(batch_text, fixed_batch, (1, 1, 1)), three(size_text, fixed_size, (DEFAULT_SIZE,) * 3))
 
-    def shapes(self, input_meta: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """min/opt/max input shapes for the sidecar's input layout (NCHW float or NHWC uint8)."""
-        out = []
-        for b, s in zip(self.batch, self.size):
-            out.append((b, s, s, 3) if input_meta["layout"] == "NHWC" else (b, 3, s, s))
-        return tuple(out)
+    def shapes(self, spec: InputSpec) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """min/opt/max input shapes in the graph's input layout (NCHW float or NHWC uint8)."""
+        mn, opt, mx = (spec.shape(b, s) for b, s in zip(self.batch, self.size))
+        return mn, opt, mx
 
 
 def tensorrt_version() -> tuple[int, int] | None:
@@ -112,7 +112,7 @@ def require_tensorrt() -> tuple[tuple[int, int], dict[str, Any]]:
     return version, gpu
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str, input_meta: dict,
+def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str, input_spec: InputSpec,
                  profile: Profile, workspace_mb: int = 1024, opt_level: int = 3,
                  timing_cache: str | Path | None = None, log=print) -> dict[str, Any]:
     """Build and write a serialized engine; returns the facts for its sidecar."""
@@ -145,7 +145,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                 for o in range(layer.num_outputs):
                     layer.set_output_type(o, trt.float32)
     inp = network.get_input(0)
-    mn, opt, mx = profile.shapes(input_meta)
+    mn, opt, mx = profile.shapes(input_spec)
     prof = builder.create_optimization_profile()
     prof.set_shape(inp.name, mn, opt, mx)
     config.add_optimization_profile(prof)

@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import torch
 
-from msf.data import list_samples, read_image, read_pair, resize_image
+from msf.contract import DEFAULT_SIZE, MODEL_CONTRACT, GraphContract, InputSpec
+from msf.data import Sample, list_samples, read_image, read_pair, resize_image
 from msf.errors import MsfError
+from msf.frames import rgb_to_bgr, to_input
 from msf.metrics import ce7454_fscore
 from msf.paths import data_root
 
@@ -56,36 +58,79 @@ class VerifyReport:
         return d
 
 
-def load_verification_images(data: str | Path | None, count: int, seed: int = 0
+def split_of(ckpt: str | Path | None, samples: list[Sample]) -> tuple[set[str], str]:
+    """The checkpoint's validation names among ``samples`` and how they were found: the names the
+    checkpoint records (msf-train stores them), else the seeded split its training config implies."""
+    from msf.checkpoint import checkpoint_metadata
+    from msf.config import TrainConfig
+    from msf.data import split_samples
+
+    meta = checkpoint_metadata(ckpt)
+    recorded = set(meta.get("val_names") or [])
+    if recorded:
+        return recorded, "recorded in the checkpoint"
+    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    defaults = TrainConfig()
+    val_count, seed = int(cfg.get("val_count", defaults.val_count)), int(cfg.get("seed", defaults.seed))
+    if not 0 < val_count < len(samples):
+        return set(), "none"
+    _, val = split_samples(samples, val_count, seed)
+    return set(val), f"drawn with seed {seed}, as training did"
+
+
+def load_verification_images(data: str | Path | None, count: int, seed: int = 0, split: str | None = None,
+                             ckpt: str | Path | None = None
                              ) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], str]:
-    """Up to ``count`` (image, mask-or-None) pairs: labeled faces when available, else unlabeled,
-    else generated inputs (with a warning); returns the pairs and a description of the source."""
+    """Up to ``count`` (RGB image, mask-or-None) pairs and a description of where they came from.
+
+    Labeled faces when available, else unlabeled, else generated inputs (with a warning).
+    ``split="val"`` draws only from the checkpoint's validation split (images it never trained
+    on: what export verification uses), ``split="train"`` only from its training split (INT8
+    calibration); ``None`` from all labeled faces. The draw is seeded, so it repeats.
+    """
     root = Path(data) if data else data_root()
+    rng = np.random.default_rng(seed)
     if root is not None and root.exists():
         samples = list_samples(root, require_masks=False)
         labeled = [s for s in samples if s.mask is not None or s.official_root is not None]
-        rng = np.random.default_rng(seed)
         if labeled:
+            where = f"labeled images from {root}"
+            if split is not None:
+                val, how = split_of(ckpt, labeled)
+                chosen = [s for s in labeled if (s.name in val) == (split == "val")]
+                if val and chosen:
+                    labeled = chosen
+                    where = (f"validation faces (split {how}) from {root}" if split == "val" else
+                             f"training faces (outside the validation split {how}) from {root}")
+                else:
+                    where += f" (the checkpoint's {split} split is not in this folder)"
             pick = sorted(rng.choice(len(labeled), min(count, len(labeled)), replace=False))
-            return [read_pair(labeled[i]) for i in pick], f"{len(pick)} labeled images from {root}"
+            return [read_pair(labeled[i]) for i in pick], f"{len(pick)} {where}"
         pick = sorted(rng.choice(len(samples), min(count, len(samples)), replace=False))
         return [(read_image(samples[i].image), None) for i in pick], f"{len(pick)} unlabeled images from {root}"
     warnings.warn("no face data found (set MSF_DATA or pass --data): verifying on generated inputs",
                   stacklevel=2)
-    rng = np.random.default_rng(seed)
-    imgs = [cv2.GaussianBlur(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), (0, 0), 4) for _ in range(count)]
+    imgs = [cv2.GaussianBlur(rng.integers(0, 256, (DEFAULT_SIZE, DEFAULT_SIZE, 3), dtype=np.uint8), (0, 0), 4)
+            for _ in range(count)]
     return [(im, None) for im in imgs], f"{count} generated inputs (no face data found)"
 
 
-def make_input(img_rgb: np.ndarray, size: int, sidecar: dict) -> np.ndarray:
-    """The graph's input for one image resized to ``size``² per the sidecar's input contract."""
-    im = resize_image(img_rgb, size)
-    spec = sidecar["input"]
-    if spec["dtype"] == "uint8":
-        if spec.get("color") == "bgr":
-            im = im[..., ::-1]
-        return np.ascontiguousarray(im[None])
-    return np.ascontiguousarray(im.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+def graph_input(images_rgb: list[np.ndarray], spec: InputSpec, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """The graph's input for RGB images resized to the graph's size (``size`` when it is dynamic),
+    built by the runtime's own ``msf.frames.to_input``."""
+    side = spec.size or size
+    return to_input([rgb_to_bgr(resize_image(im, side)) for im in images_rgb], spec)
+
+
+def graph_batches(images_rgb: list[np.ndarray], spec: InputSpec, size: int = DEFAULT_SIZE) -> list[np.ndarray]:
+    """The images as graph inputs: one per image, or for a graph of fixed batch N, batches of N
+    (the last one filled up with the first images)."""
+    n = spec.batch or 1
+    if not images_rgb:
+        return []
+    count = -(-len(images_rgb) // n) * n
+    cycled = [images_rgb[i % len(images_rgb)] for i in range(count)]
+    return [graph_input(cycled[i:i + n], spec, size) for i in range(0, count, n)]
 
 
 def _score(mask: np.ndarray, labels: np.ndarray) -> float:
@@ -95,17 +140,21 @@ def _score(mask: np.ndarray, labels: np.ndarray) -> float:
 
 
 def verify_session(run, model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray | None]],
-                   sidecar: dict, size: int, precision: str, file: str, source: str) -> VerifyReport:
-    """Compare ``run(input) -> output`` (an exported graph) with the fp32 PyTorch model."""
+                   contract: GraphContract, precision: str, file: str, source: str,
+                   size: int = DEFAULT_SIZE) -> VerifyReport:
+    """Compare ``run(input) -> output`` (an exported graph taking ``contract``) with the fp32
+    PyTorch model on ``pairs``; ``size`` is the input size for a graph of dynamic size."""
     tol = TOLERANCES[precision]
     max_abs, agree_px, total_px = 0.0, 0, 0
     f_t, f_o = [], []
-    kind = sidecar["output"]["kind"]
+    kind = contract.output.kind
+    side = contract.input.size or size
     model = model.eval().float()
+    copies = contract.input.batch or 1  # a graph of fixed batch N gets the image N times
+    ref_spec = MODEL_CONTRACT.with_input(size=side).input  # the fp32 model, at the graph's size
     for img, mask in pairs:
-        x = make_input(img, size, sidecar)
-        out = run(x)
-        xt = torch.from_numpy(resize_image(img, size).transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+        out = run(graph_input([img] * copies, contract.input, side))[:1]
+        xt = torch.from_numpy(graph_input([img], ref_spec))
         with torch.no_grad():
             ref = model(xt).numpy()
         ref_labels = ref.argmax(1)[0].astype(np.uint8)
@@ -147,7 +196,3 @@ def ort_runner(path: str | Path, threads: int | None = None):
         raise MsfError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})[0]
-
-
-def graph_size(sidecar: dict, default: int = 512) -> int:
-    return sidecar["input"].get("size") or default

@@ -1,4 +1,4 @@
-"""The official CelebAMask-HQ layout (DESIGN §4.2): per-part binary masks merged into class ids,
+"""The official CelebAMask-HQ layout: per-part binary masks merged into class ids,
 and the identity-based train/val/test split through ``CelebA-HQ-to-CelebA-mapping.txt``."""
 
 from __future__ import annotations

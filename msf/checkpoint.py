@@ -1,4 +1,4 @@
-"""Checkpoint reading (every layout of DESIGN §3.3, untrusted: ``weights_only=True``) and writing."""
+"""Checkpoint reading (every accepted layout, untrusted: ``weights_only=True``) and writing."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from typing import Any
 import torch
 
 from msf.atomic import atomic_write
+from msf.contract import MODEL_CONTRACT
 from msf.errors import MsfError
 from msf.labels import LABELS, PALETTE
 from msf.model import MicroSegFormer, ModelConfig
 from msf.paths import WEIGHTS_PATH
 
-INPUT_CONVENTION = {"color": "rgb", "layout": "NCHW", "scale": "1/255", "mean": None, "std": None}
+# The input the model takes (msf.contract.MODEL_CONTRACT), as every checkpoint records it; the
+# scale is written as the fraction "1/255" checkpoints have always carried.
+INPUT_CONVENTION = {"color": MODEL_CONTRACT.input.color, "layout": MODEL_CONTRACT.input.layout,
+                    "scale": f"1/{round(1 / MODEL_CONTRACT.input.scale)}", "mean": None, "std": None}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -25,21 +29,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise MsfError(f"{path} is not a readable PyTorch checkpoint ({_load_error_reason(exc)})") from None
+        raise MsfError(f"{path} is not a readable PyTorch checkpoint: {_load_error_reason(path, exc)}") from None
     if not isinstance(obj, dict):
         raise MsfError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
 
 
-def _load_error_reason(exc: Exception) -> str:
-    """The informative line of torch.load's long multi-paragraph errors."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if "WeightsUnpickler error" in str(exc):
+def _load_error_reason(path: Path, exc: Exception) -> str:
+    """The likely cause of a torch.load failure, in words (torch's own message is long and often
+    cryptic: "Unsupported operand 148", "pop from empty list")."""
+    text = str(exc)
+    if "WeightsUnpickler error" in text and "Unsupported operand" not in text:
         # Lines after the marker say what the unpickler refused (e.g. a class: code could run).
-        after = str(exc).split("WeightsUnpickler error:", 1)[1].strip().splitlines()
-        reason = after[0].strip() if after else "refused by the safe loader"
-        return f"refused by the safe loader: {reason[:160]}"
-    return (lines[0] if lines else type(exc).__name__)[:200]
+        after = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[1].splitlines() if ln.strip()]
+        return f"refused by the safe loader: {(after[0] if after else 'not plain tensors')[:160]}"
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if size == 0:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            return f"the archive is truncated or corrupt ({size:,} bytes; an interrupted download or copy?)"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "a zip archive, but not one torch.save wrote"
+        return f"the archive is corrupt ({type(exc).__name__})"
+    if head[:1] == b"\x80":  # a pickle: torch.save's legacy format, or a plain pickle
+        return "a pickle that is not a PyTorch checkpoint, or a corrupt legacy checkpoint"
+    return f"the file is not in torch.save's format (a zip archive); it starts with {head!r}"
 
 
 def extract_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:

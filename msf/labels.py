@@ -1,4 +1,4 @@
-"""Class ids, names and palette in the official CelebAMask-HQ order (DESIGN §4.1)."""
+"""Class ids, names and palette in the official CelebAMask-HQ order."""
 
 from __future__ import annotations
 

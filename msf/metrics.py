@@ -1,4 +1,4 @@
-"""Face-parsing metrics (DESIGN §5): the CE7454 per-image F-score, literature F1, mIoU."""
+"""Face-parsing metrics: the CE7454 per-image F-score, literature F1, mIoU."""
 
 from __future__ import annotations
 

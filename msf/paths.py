@@ -1,4 +1,4 @@
-"""Where data and shipped weights live (DESIGN §2)."""
+"""Where data and shipped weights live."""
 
 from __future__ import annotations
 

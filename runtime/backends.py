@@ -1,49 +1,82 @@
-"""Inference backends behind one small interface (DESIGN §7).
+"""Inference backends behind one small interface.
 
-A backend takes a batch in its graph's input contract (``input_spec``: dtype, layout, colour,
-size) and returns its output (``output_kind``: ``labels`` N×H×W uint8 or ``logits`` N×C×H×W).
-Heavy libraries are imported inside the backend that needs them: a CPU-only install never
-imports CUDA, TensorRT or OpenVINO.
+A backend takes a batch in its graph's input contract (``backend.contract.input``: dtype,
+layout, colour, size, batch; see ``msf.contract``) and returns its output (``contract.output``:
+``labels`` N×H×W uint8 or ``logits`` N×C×H×W float32). Heavy libraries are imported inside the
+backend that needs them: a CPU-only install never imports CUDA, TensorRT or OpenVINO.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from msf.atomic import atomic_write
+from msf.contract import (
+    CHECKPOINT_EXTS,
+    DEFAULT_SIZE,
+    ENGINE_EXTS,
+    MODEL_CONTRACT,
+    MODEL_EXTS,
+    RUNTIME_CONTRACT,
+    GraphContract,
+    GraphEnds,
+    contract_from_io,
+    file_sha256,
+    read_sidecar,
+    write_sidecar,
+)
 from msf.errors import MsfError
 
-# What msf-video and Segmenter run when given a checkpoint: frames in, class ids out.
-RUNTIME_ENDS = {"io": "uint8", "color": "bgr", "head": "labels"}
-CHECKPOINT_EXTS = (".pt", ".pth")
+# Backend names create_backend (and the CLIs' --backend) accept. ``pytorch`` runs the deploy
+# graph (what the exports run), ``pytorch-reference`` the training graph as published.
+BACKENDS = ("auto", "onnxruntime", "pytorch", "pytorch-reference", "openvino", "tensorrt", "null")
+DEPRECATED_BACKENDS = {"pytorch-eager": "pytorch-reference"}
 
 
 class Backend:
-    """Base class: ``infer`` one batch; ``name`` and ``precision`` describe what runs."""
+    """Base class: ``infer`` one batch; ``name``, ``precision`` and ``device`` describe what runs,
+    ``contract`` what it takes and returns (``input_spec`` and ``output_kind`` are its parts)."""
 
     name = "backend"
     precision = "fp32"
     device = "cpu"
 
-    def __init__(self, input_spec: dict[str, Any], output_kind: str) -> None:
-        self.input_spec = input_spec
-        self.output_kind = output_kind
+    def __init__(self, contract: GraphContract, run_size: int = DEFAULT_SIZE) -> None:
+        self.contract = contract
+        self.input_spec = contract.input
+        self.output_kind = contract.output.kind
+        self.run_size = run_size
 
     @property
     def size(self) -> int:
-        return int(self.input_spec.get("size") or 512)
+        """The square input size this backend is run at: the graph's own, or for a graph of
+        dynamic size the size asked for (``create_backend(size=...)``)."""
+        return self.input_spec.size or getattr(self, "run_size", DEFAULT_SIZE)
 
     @property
     def max_batch(self) -> int | None:
-        return self.input_spec.get("batch")
+        """The graph's fixed batch, or None when any batch runs."""
+        return self.input_spec.batch
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _fixed_batch(self, batch: np.ndarray, run) -> np.ndarray:
+        """``run(batch)`` on a graph of fixed batch N: a shorter batch is padded to N (the padding's
+        outputs dropped), a longer one refused."""
+        n, fixed = len(batch), self.input_spec.batch
+        if fixed is None or n == fixed:
+            return run(batch)
+        if n > fixed:
+            raise MsfError(f"the graph takes batches of {fixed}, got {n}")
+        pad = np.zeros((fixed - n,) + batch.shape[1:], dtype=batch.dtype)
+        return run(np.concatenate([batch, pad]))[:n]
 
     def labels(self, batch: np.ndarray) -> np.ndarray:
         """Class ids (N×H×W uint8) whatever the graph returns."""
@@ -57,17 +90,31 @@ class Backend:
         pass
 
 
+def _ort_dtype(ort_type: str) -> str:
+    """``tensor(float)`` -> ``float32`` (numpy names, as the contract uses)."""
+    inner = ort_type[len("tensor("):-1] if ort_type.startswith("tensor(") else ort_type
+    return {"float": "float32", "double": "float64", "float16": "float16"}.get(inner, inner)
+
+
+def session_contract(session, color: str = "rgb") -> GraphContract:
+    """The contract an ONNX Runtime session's own first input and output state (no sidecar)."""
+    i, o = session.get_inputs()[0], session.get_outputs()[0]
+    return contract_from_io((i.name, _ort_dtype(i.type), list(i.shape)),
+                            (o.name, _ort_dtype(o.type), list(o.shape)), color=color)
+
+
 class OrtBackend(Backend):
     """ONNX Runtime: TensorRT, CUDA or CPU execution provider (best available unless named)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, sidecar: dict[str, Any], provider: str | None = None,
-                 threads: int | None = None, spinning: bool = False) -> None:
-        import onnxruntime as ort
+    def __init__(self, path: str | Path, sidecar: dict[str, Any] | None = None, provider: str | None = None,
+                 threads: int | None = None, spinning: bool = False, size: int = DEFAULT_SIZE) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MsfError("ONNX Runtime is not installed: pip install onnxruntime") from None
 
-        super().__init__(sidecar["input"], sidecar["output"]["kind"])
-        self.precision = sidecar.get("precision", "fp32")
         available = ort.get_available_providers()
         order = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
         if provider:
@@ -80,7 +127,7 @@ class OrtBackend(Backend):
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
-        # On a 2-core machine spinning workers starve decoding/encoding threads (DESIGN §7).
+        # On a 2-core machine spinning workers starve the decoding and encoding threads.
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)
@@ -88,32 +135,45 @@ class OrtBackend(Backend):
             raise MsfError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
         self.device = self.session.get_providers()[0].replace("ExecutionProvider", "")
         self.input_name = self.session.get_inputs()[0].name
+        graph = session_contract(self.session)
+        if sidecar is None:
+            super().__init__(graph, size)
+            self.precision = "fp32"
+        else:
+            super().__init__(GraphContract.from_dict(sidecar), size)
+            self.precision = sidecar.get("precision", "fp32")
+            for part, want, got in (("input", self.contract.input, graph.input),
+                                    ("output", self.contract.output, graph.output)):
+                if want.dtype != got.dtype:
+                    raise MsfError(f"{path}: its sidecar says the {part} is {want.dtype} but the graph's is "
+                                   f"{got.dtype} (re-export it, or delete {Path(path).name}.json)")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self._fixed_batch(batch, lambda x: self.session.run(None, {self.input_name: x})[0])
 
 
 class TorchBackend(Backend):
-    """PyTorch: the deploy rewrite of a checkpoint, uint8 BGR frames in, class ids out."""
+    """PyTorch, the deploy graph (what msf-export writes) of a checkpoint: uint8 BGR frames in,
+    class ids (or logits) out; fp32, or fp16 weights and activations on CUDA."""
 
     name = "pytorch"
 
-    def __init__(self, ckpt: str | Path | None, device: str = "cpu", fp16: bool = False, size: int = 512,
+    def __init__(self, ckpt: str | Path | None, device: str = "cpu", fp16: bool = False, size: int = DEFAULT_SIZE,
                  head: str = "labels", cuda_graphs: bool = False) -> None:
         import torch
 
-        from msf.export.rewrite import GraphEnds, deploy
+        from msf.export.rewrite import deploy
         from msf.model import load_model
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise MsfError("the PyTorch CUDA backend needs a CUDA GPU; none is visible")
         if (fp16 or cuda_graphs) and not device.startswith("cuda"):
             raise MsfError("fp16 and CUDA graphs on the PyTorch backend need --device cuda")
-        super().__init__({"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "bgr", "size": size,
-                          "batch": None}, head)
+        ends = GraphEnds(RUNTIME_CONTRACT.input.dtype, RUNTIME_CONTRACT.input.color, head)
+        super().__init__(ends.contract(size))
         self.torch = torch
         self.device = device
-        ends = GraphEnds(RUNTIME_ENDS["io"], RUNTIME_ENDS["color"], head)
+        # The deploy model casts its uint8 input to its weights' dtype (fp16 after .half()).
         self.model = deploy(load_model(ckpt), "matmul", ends, size).to(device)
         if fp16:
             self.model = self.model.half()
@@ -153,18 +213,17 @@ class TorchBackend(Backend):
 
 
 class TorchReferenceBackend(Backend):
-    """PyTorch eager, the training graph as published (``forward_reference``), fp32 on the CPU:
-    the reference every other backend is compared with, and the baseline of the benchmarks."""
+    """PyTorch, the training graph as published (``forward_reference``), fp32 on the CPU: the
+    reference every other backend is compared with, and the baseline of the benchmarks."""
 
-    name = "pytorch-eager"
+    name = "pytorch-reference"
 
-    def __init__(self, ckpt: str | Path | None, size: int = 512, threads: int | None = None) -> None:
+    def __init__(self, ckpt: str | Path | None, size: int = DEFAULT_SIZE, threads: int | None = None) -> None:
         import torch
 
         from msf.model import load_model
 
-        super().__init__({"name": "image", "dtype": "float32", "layout": "NCHW", "color": "rgb", "size": size,
-                          "batch": None}, "logits")
+        super().__init__(MODEL_CONTRACT.with_input(size=size))
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
@@ -176,17 +235,18 @@ class TorchReferenceBackend(Backend):
 
 
 class OpenVinoBackend(Backend):
-    """OpenVINO on Intel CPUs/GPUs; bf16 where the CPU has AMX (DESIGN §6 measured 27 ms vs 47 ms f32)."""
+    """OpenVINO on Intel CPUs/GPUs; bf16 where the CPU has AMX (measured 27 ms against 47 ms in f32)."""
 
     name = "openvino"
 
     def __init__(self, path: str | Path, sidecar: dict[str, Any], device: str = "CPU",
-                 precision: str | None = None, threads: int | None = None) -> None:
+                 precision: str | None = None, threads: int | None = None, size: int = DEFAULT_SIZE) -> None:
         try:
             import openvino as ov
         except ImportError:
-            raise MsfError("OpenVINO is not installed: pip install 'msf[openvino]'") from None
-        super().__init__(sidecar["input"], sidecar["output"]["kind"])
+            raise MsfError("OpenVINO is not installed: pip install 'msf[openvino]' "
+                           "(from a source checkout: pip install -e '.[openvino]')") from None
+        super().__init__(GraphContract.from_dict(sidecar), size)
         core = ov.Core()
         config: dict[str, Any] = {}
         if precision is None and device == "CPU":
@@ -202,78 +262,95 @@ class OpenVinoBackend(Backend):
         self.request = self.compiled.create_infer_request()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: batch})[self.compiled.output(0)].copy()
+        return self._fixed_batch(batch, lambda x: self.request.infer({0: x})[self.compiled.output(0)].copy())
 
 
 def cache_dir() -> Path:
-    """Per-user cache for ONNX files exported on demand (``MSF_CACHE`` overrides)."""
+    """Per-user cache for ONNX files exported on demand (``MSF_CACHE`` overrides; default
+    ``~/.cache/msf``)."""
     root = os.environ.get("MSF_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "msf")
     return Path(root).expanduser()
 
 
-def cached_onnx(ckpt: str | Path | None, size: int = 512, head: str = "labels") -> Path:
+def cached_onnx(ckpt: str | Path | None, size: int = DEFAULT_SIZE, head: str = "labels") -> Path:
     """The fused runtime ONNX (uint8 BGR frames -> labels or logits) of a checkpoint, exported once
-    and cached."""
-    from msf.export.onnx_export import ExportSpec, export_onnx
-    from msf.export.rewrite import GraphEnds
-    from msf.export.sidecar import build_sidecar, file_sha256, sidecar_path, write_json_atomic
-    from msf.model import load_model
+    and cached under ``cache_dir()``; the key is the checkpoint's SHA-256 and the export spec, so
+    a changed checkpoint is exported again."""
     from msf.paths import WEIGHTS_PATH
 
     src = Path(ckpt) if ckpt else WEIGHTS_PATH
     if not src.is_file():
         raise MsfError(f"checkpoint not found: {src}")
-    spec = ExportSpec(ends=GraphEnds(RUNTIME_ENDS["io"], RUNTIME_ENDS["color"], head), size=size)
+    from msf.export.onnx_export import ExportSpec, export_onnx
+
+    spec = ExportSpec(ends=GraphEnds(RUNTIME_CONTRACT.input.dtype, RUNTIME_CONTRACT.input.color, head), size=size)
     sha = file_sha256(src)
     key = hashlib.sha256(f"{sha}-{spec}".encode()).hexdigest()[:16]
     out = cache_dir() / f"msf-{key}.onnx"
-    if out.is_file() and sidecar_path(out).is_file():
+    side = read_sidecar(out) if out.is_file() else None
+    if side is not None and side.get("checkpoint_sha256") == sha:
         return out
     import onnx
 
-    proto = export_onnx(load_model(ckpt), spec)
+    from msf.export.sidecar import build_sidecar
+    from msf.model import load_model
+
+    proto = export_onnx(load_model(src), spec)
     atomic_write(out, lambda tmp: onnx.save(proto, tmp))
-    write_json_atomic(sidecar_path(out), build_sidecar(fmt="onnx", precision="fp32", target="onnxruntime",
-                                                       spec=spec, checkpoint_sha256=sha))
+    write_sidecar(out, build_sidecar(fmt="onnx", precision="fp32", target="onnxruntime", spec=spec,
+                                     checkpoint_sha256=sha))
     return out
 
 
-def create_backend(model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
+def create_backend(model: str | Path | None = None, backend: str | Backend = "auto", *, device: str | None = None,
                    threads: int | None = None, spinning: bool = False, fp16: bool = False,
-                   size: int = 512, head: str = "labels", cuda_graphs: bool = False) -> Backend:
+                   size: int = DEFAULT_SIZE, head: str = "labels", cuda_graphs: bool = False) -> Backend:
     """A backend for ``model`` (checkpoint, ONNX or engine by extension; None = shipped weights).
 
     ``auto``: an ``.engine`` runs on TensorRT; anything else on ONNX Runtime's best provider
-    (TensorRT > CUDA > CPU), checkpoints through their cached fused ONNX export.
+    (TensorRT > CUDA > CPU), checkpoints through their cached fused ONNX export. ``pytorch`` runs
+    a checkpoint's deploy graph, ``pytorch-reference`` its training graph (``pytorch-eager``: the
+    old name of ``pytorch-reference``), ``null`` no model at all (labels of the right shape).
+    A ``Backend`` instance is returned as it is (so ``Segmenter(backend=b)`` wraps a loaded backend).
     """
+    if isinstance(backend, Backend):
+        return backend
+    if backend in DEPRECATED_BACKENDS:
+        new = DEPRECATED_BACKENDS[backend]
+        print(f"msf: backend {backend!r} is deprecated, use {new!r} (same graph)", file=sys.stderr)
+        backend = new
+    if backend not in BACKENDS:
+        raise MsfError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+    if backend == "null":
+        from msf.runtime.null_backend import NullBackend
+
+        return NullBackend(size=size)
     path = Path(model) if model else None
-    ext = path.suffix.lower() if path else ".pt"
+    ext = path.suffix.lower() if path else CHECKPOINT_EXTS[0]
+    if ext not in MODEL_EXTS:
+        raise MsfError(f"unknown model file type {path.suffix or path.name!r}: expected a checkpoint "
+                       f"({'/'.join(CHECKPOINT_EXTS)}), .onnx or {'/'.join(ENGINE_EXTS)}")
     if path is not None and not path.is_file():
         raise MsfError(f"model file not found: {path}")
-    if ext not in CHECKPOINT_EXTS + (".onnx", ".engine", ".plan"):
-        raise MsfError(f"unknown model file type {ext!r}: expected a checkpoint (.pt/.pth), .onnx or .engine")
     if backend == "auto":
-        backend = "tensorrt" if ext in (".engine", ".plan") else "onnxruntime"
-    if backend == "tensorrt" and ext in (".engine", ".plan"):
+        backend = "tensorrt" if ext in ENGINE_EXTS else "onnxruntime"
+    if ext in ENGINE_EXTS:
+        if backend != "tensorrt":
+            raise MsfError(f"a TensorRT engine runs only on --backend tensorrt (asked: {backend})")
         from msf.runtime.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(path)
-    if ext in (".engine", ".plan"):
-        raise MsfError(f"a TensorRT engine runs only on --backend tensorrt (asked: {backend})")
-    if backend in ("pytorch", "pytorch-eager"):
+    if backend in ("pytorch", "pytorch-reference"):
         if ext not in CHECKPOINT_EXTS:
-            raise MsfError(f"--backend {backend} takes a checkpoint (.pt/.pth)")
-        if backend == "pytorch-eager":
+            raise MsfError(f"--backend {backend} takes a checkpoint ({'/'.join(CHECKPOINT_EXTS)}), not {ext}")
+        if backend == "pytorch-reference":
             return TorchReferenceBackend(path, size, threads)
         return TorchBackend(path, device or "cpu", fp16, size, head, cuda_graphs)
-    onnx_path = path if ext == ".onnx" else cached_onnx(path, size, head)
-    from msf.export.pipeline import sidecar_for
-
-    sidecar = sidecar_for(onnx_path)
-    if backend == "onnxruntime":
-        return OrtBackend(onnx_path, sidecar, device, threads, spinning)
-    if backend == "openvino":
-        return OpenVinoBackend(onnx_path, sidecar, (device or "CPU").upper(), None, threads)
     if backend == "tensorrt":
         raise MsfError("--backend tensorrt needs an engine: build one with msf-export --tensorrt")
-    raise MsfError(f"unknown backend {backend!r} (auto, onnxruntime, pytorch, pytorch-eager, openvino, tensorrt)")
+    onnx_path = path if ext not in CHECKPOINT_EXTS else cached_onnx(path, size, head)
+    if backend == "onnxruntime":
+        return OrtBackend(onnx_path, read_sidecar(onnx_path), device, threads, spinning, size)
+    from msf.contract import onnx_sidecar
+
+    return OpenVinoBackend(onnx_path, onnx_sidecar(onnx_path), (device or "CPU").upper(), None, threads, size)

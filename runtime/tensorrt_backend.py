@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from msf.contract import GraphContract, contract_from_io, read_sidecar
 from msf.errors import MsfError
-from msf.export.sidecar import read_sidecar
 from msf.runtime.backends import Backend
 
 
@@ -51,7 +51,8 @@ def check_engine_compatible(sidecar: dict[str, Any] | None, trt_version: str, gp
 
 
 class TensorRTBackend(Backend):
-    """Runs a serialized engine; input/output contract from its sidecar."""
+    """Runs a serialized engine; input/output contract from its sidecar (else from the engine's
+    own tensors)."""
 
     name = "tensorrt"
 
@@ -78,9 +79,14 @@ class TensorRTBackend(Backend):
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        super().__init__((side or {}).get("input") or {"dtype": self.dtypes[self.inputs[0]].name,
-                                                       "layout": "NCHW", "color": "rgb", "size": 512},
-                         (side or {}).get("output", {}).get("kind", "logits"))
+        i, o = self.inputs[0], self.outputs[0]
+        engine = contract_from_io((i, self.dtypes[i].name, list(self.engine.get_tensor_shape(i))),
+                                  (o, self.dtypes[o].name, list(self.engine.get_tensor_shape(o))))
+        contract = GraphContract.from_dict(side) if side else engine
+        for part, want, got in (("input", contract.input, engine.input), ("output", contract.output, engine.output)):
+            if want.dtype != got.dtype:
+                raise MsfError(f"{path}: its sidecar says the {part} is {want.dtype} but the engine's is {got.dtype}")
+        super().__init__(contract)
         self.precision = (side or {}).get("precision", "fp16")
         self.device = gpu["name"]
         self.stream = _check(self.cudart.cudaStreamCreate())

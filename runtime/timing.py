@@ -14,17 +14,21 @@ from typing import Any
 import numpy as np
 
 
-def time_calls(fn: Callable[[], Any], iters: int = 30, warmup: int = 5,
-               clock: Callable[[], float] = time.perf_counter) -> np.ndarray:
-    """Milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed calls."""
+def time_calls(fn: Callable[[], Any], iters: int | None = 30, warmup: int = 5,
+               clock: Callable[[], float] = time.perf_counter, duration: float | None = None) -> np.ndarray:
+    """Milliseconds of each call of ``fn`` after ``warmup`` untimed calls: ``iters`` calls, or,
+    with ``iters=None``, as many as fit in ``duration`` seconds (at least 3)."""
+    if iters is None and not duration:
+        raise ValueError("time_calls needs iters or a duration")
     for _ in range(warmup):
         fn()
-    out = np.empty(iters, dtype=np.float64)
-    for i in range(iters):
+    times: list[float] = []
+    t_end = clock() + duration if iters is None else 0.0
+    while len(times) < iters if iters is not None else (clock() < t_end or len(times) < 3):
         t0 = clock()
         fn()
-        out[i] = (clock() - t0) * 1000.0
-    return out
+        times.append((clock() - t0) * 1000.0)
+    return np.array(times, dtype=np.float64)
 
 
 def summarize(ms: np.ndarray, batch: int = 1) -> dict[str, float]:
@@ -53,7 +57,7 @@ def cpu_name() -> str:
 
 def environment() -> dict[str, Any]:
     """The machine and library versions a measurement was taken on."""
-    from msf.export.sidecar import library_versions
+    from msf.contract import library_versions
 
     env = {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
            "python": platform.python_version(), "versions": library_versions()}

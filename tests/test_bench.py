@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msf.contract import RUNTIME_CONTRACT
+from msf.errors import MsfError
 from msf.runtime.backends import Backend
 from msf.runtime.benchmark import BenchSettings, measure
-from msf.runtime.timing import markdown_table, save_results, summarize
+from msf.runtime.timing import markdown_table, save_results, summarize, time_calls
 
 
 class FakeClock:
@@ -29,7 +31,7 @@ class FakeBackend(Backend):
     name = "fake"
 
     def __init__(self, clock, base=4.0, per_image=1.0, slow=3):
-        super().__init__({"dtype": "uint8", "layout": "NHWC", "color": "bgr", "size": 64, "batch": None}, "labels")
+        super().__init__(RUNTIME_CONTRACT.with_input(size=64))
         self.clock, self.base, self.per_image, self.slow, self.calls = clock, base, per_image, slow, 0
 
     def infer(self, batch):
@@ -75,6 +77,13 @@ def test_duration_mode_and_noise_flag():
     rec = measure(backend, [np.zeros((64, 64, 3), np.uint8)], BenchSettings(1, 0, None, 0.5), clock=clock)
     assert rec["runs"] == pytest.approx(0.5 / 0.005, abs=2)
     assert not rec["noisy"]  # 20 % jitter on one call in ten keeps CV under 10 %
+    def slow_call():  # each call takes 0.5 s on the fake clock
+        clock.t += 0.5
+
+    ms = time_calls(slow_call, iters=None, warmup=2, clock=clock, duration=1.0)
+    assert list(ms) == [500.0, 500.0, 500.0]  # 1 s holds two calls; the minimum is three
+    with pytest.raises(ValueError):
+        time_calls(lambda: None, iters=None)
     s = summarize(np.array([10.0, 10.0, 30.0, 10.0]))
     assert s["cv"] > 0.1
 
@@ -138,5 +147,64 @@ def test_gpu_check_reports_every_missing_part(tmp_path):
                        capture_output=True, text=True, timeout=600, cwd=str(Path(__file__).parents[1]))
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
-    assert res["records"] == [] and len(res["skipped"]) == 6
+    assert res["records"] == [] and len(res["skipped"]) == 6 and res["failed"] == []
     assert all(s["reason"] for s in res["skipped"])
+
+
+def _gpu_check_module():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Quick(Backend):
+    name = "quick"
+
+    def __init__(self, fail_on_call=None):
+        super().__init__(RUNTIME_CONTRACT.with_input(size=64))
+        self.calls, self.fail_on_call = 0, fail_on_call
+
+    def infer(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RuntimeError("Input type (float) and bias type (c10::Half) should be the same")
+        return np.zeros((len(batch), 64, 64), np.uint8)
+
+
+def _raise(exc):
+    raise exc
+
+
+def test_gpu_check_reports_a_part_that_raises_as_failed_and_keeps_the_rest(tmp_path, monkeypatch):
+    gc = _gpu_check_module()
+    frame = np.zeros((64, 64, 3), np.uint8)
+    pairs = [(frame, np.zeros((64, 64), np.uint8))]
+    fake_parts = [
+        ("works", lambda: _Quick()),
+        ("no gpu", lambda: _raise(MsfError("no CUDA GPU is visible"))),
+        ("breaks while loading", lambda: _raise(RuntimeError("CUDA driver too old"))),
+        ("breaks on its first frame", lambda: _Quick(fail_on_call=1)),
+        ("breaks while timing", lambda: _Quick(fail_on_call=3)),
+        ("works too", lambda: _Quick()),
+    ]
+    res = gc.run_parts(fake_parts, pairs, [frame], [np.zeros((64, 64), np.uint8)], [1, 2], 2, log=lambda m: None)
+    assert [r["part"] for r in res["records"]] == ["works", "works", "works too", "works too"]
+    assert [s["part"] for s in res["skipped"]] == ["no gpu"]
+    failed = {f["part"]: f for f in res["failed"]}
+    assert list(failed) == ["breaks while loading", "breaks on its first frame", "breaks while timing"]
+    assert failed["breaks on its first frame"]["step"] == "accuracy"
+    assert "bias type (c10::Half)" in failed["breaks on its first frame"]["error"]
+    assert failed["breaks while timing"]["step"] == "timing batch 1"
+    # the script: the JSON keeps what succeeded, and the exit status says a part failed
+    import msf.export.verify as verify
+
+    monkeypatch.setattr(gc, "parts", lambda tmp: fake_parts)
+    monkeypatch.setattr(verify, "load_verification_images", lambda *a, **k: ([], "no faces"))
+    out = tmp_path / "gpu.json"
+    assert gc.main(["--out", str(out), "--quick"]) == 1
+    saved = json.loads(out.read_text())
+    assert len(saved["records"]) == 2 and len(saved["failed"]) == 3 and len(saved["skipped"]) == 1

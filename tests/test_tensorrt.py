@@ -2,6 +2,7 @@
 
 import pytest
 
+from msf.contract import GraphEnds
 from msf.errors import MsfError
 from msf.export import tensorrt as trt_mod
 from msf.export.onnx_export import ExportSpec
@@ -11,8 +12,8 @@ from msf.export.tensorrt import Profile, build_strategy
 def test_profile_parsing_and_shapes():
     p = Profile.parse("1,4,8", None)
     assert p.batch == (1, 4, 8) and p.size == (512, 512, 512)
-    assert p.shapes({"layout": "NCHW"}) == ((1, 3, 512, 512), (4, 3, 512, 512), (8, 3, 512, 512))
-    assert p.shapes({"layout": "NHWC"})[2] == (8, 512, 512, 3)
+    assert p.shapes(GraphEnds().contract().input) == ((1, 3, 512, 512), (4, 3, 512, 512), (8, 3, 512, 512))
+    assert p.shapes(GraphEnds("uint8", "bgr").contract().input)[2] == (8, 512, 512, 3)
     assert Profile.parse("2", "256,512,1024").size == (256, 512, 1024)
     assert Profile.parse("2").batch == (2, 2, 2)
     assert Profile.parse("1,4,8", None, fixed_batch=1).batch == (1, 1, 1)  # a fixed graph dim wins
@@ -83,3 +84,4 @@ def test_engine_build_with_sidecar(tmp_path, precision, faces_root):
     side = json.loads((tmp_path / "m.engine.json").read_text())
     assert side["format"] == "engine" and side["gpu"]["compute_capability"]
     assert side["profile"]["max"][0] == 4 and side["versions"]["tensorrt"]
+    assert side["input"]["dtype"] == "float32" and side["output"]["dtype"] == "float32"  # fp16 inside only

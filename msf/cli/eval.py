@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from msf.cli.common import console, int_list, make_parser
+from msf.cli.common import console, int_list, make_parser, positive_int
+from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -24,15 +25,15 @@ def build_parser():
     p.add_argument("--ckpt", metavar="PATH", help="checkpoint (.pt/.pth); default: the shipped weights")
     p.add_argument("--data", metavar="DIR",
                    help="CE7454 layout, official CelebAMask-HQ layout, or a folder of images "
-                        "(default: $MSF_DATA or ../shared/data/faces)")
+                        "(default: $MSF_DATA)")
     p.add_argument("--split", choices=["all", "val", "train"], default="all",
                    help="val/train = the checkpoint's own held-out names (stored at training time)")
-    p.add_argument("--size", type=int_list, default=[512], metavar="N[,N...]",
+    p.add_argument("--size", type=int_list, default=[DEFAULT_SIZE], metavar="N[,N...]",
                    help="model input size(s); predictions are scored at the label resolution")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="inference precision")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
     p.add_argument("--save-masks", metavar="DIR", help="write single-channel palette PNG masks named like the images")
     p.add_argument("--save-overlays", metavar="DIR", help="write colour overlays (JPEG) named like the images")
     p.add_argument("--json", metavar="FILE", help="write all numbers as JSON")
