@@ -1,4 +1,4 @@
-"""Training augmentation (DESIGN §3.4) with OpenCV/numpy: flip with left/right label swap,
+"""Training augmentation with OpenCV/numpy: flip with left/right label swap,
 rotation, scale and colour jitter. Masks are always warped nearest-neighbour."""
 
 from __future__ import annotations

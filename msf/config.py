@@ -51,7 +51,7 @@ AugConfig = Augment
 
 @dataclass
 class TrainConfig:
-    """Seed recipe (DESIGN §3.4), sized for a GPU: 150 epochs at 512², batch 32."""
+    """The seed recipe, sized for a GPU: 150 epochs at 512², batch 32."""
 
     data: str | None = None
     out: str = "runs/msf"

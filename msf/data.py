@@ -1,6 +1,6 @@
 """Reading labeled face data in the CE7454 layout, splitting it, and serving training batches.
 
-CE7454 layout (DESIGN §4.2): ``images/<name>.jpg`` and ``masks/<name>.png`` (palette PNG,
+CE7454 layout: ``images/<name>.jpg`` and ``masks/<name>.png`` (palette PNG,
 pixel value = class id). The root may be that folder or one holding ``train/``.
 """
 
@@ -21,6 +21,7 @@ from msf import celebamask
 from msf.errors import MsfError
 from msf.labels import NUM_CLASSES
 
+# The image file extensions msf reads, for the whole package (data folders and runtime sources).
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 

@@ -1,4 +1,4 @@
-"""Training loss: cross-entropy + 0.5 · soft Dice over all classes (DESIGN §3.4)."""
+"""Training loss: cross-entropy + 0.5 · soft Dice over all classes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The training loop: AdamW, warm-up + cosine, clipping, AMP, progressive resolution, DDP."""
+"""Training: AdamW, warm-up + cosine, clipping, AMP, progressive resolution, DDP.
+
+In parts, the shape of a timm train script: ``setup`` (split, model, optimiser), ``fit`` (the
+epoch loop), ``train_one_epoch``, ``validate``, and ``CheckpointKeeper`` (last/best checkpoints,
+early stopping; its state is saved with every checkpoint so ``--resume`` continues it).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +24,16 @@ from tqdm import tqdm
 
 from msf import __version__
 from msf.checkpoint import atomic_save, describe_mismatch, extract_state_dict, read_checkpoint, standard_metadata
-from msf.config import TrainConfig, size_label
-from msf.data import FaceDataset, data_fingerprint, list_samples, read_pair, resize_batch, split_samples
+from msf.config import Phase, TrainConfig, size_label
+from msf.data import (
+    FaceDataset,
+    Sample,
+    data_fingerprint,
+    list_samples,
+    read_pair,
+    resize_batch,
+    split_samples,
+)
 from msf.errors import MsfError
 from msf.evaluate import autocast, evaluate_pairs
 from msf.losses import seg_loss
@@ -43,6 +57,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto`` = fp16 on CUDA, bf16 on CPU."""
     if amp == "auto":
         return "fp16" if device.type == "cuda" else "bf16"
     if amp not in ("off", "bf16", "fp16"):
@@ -51,7 +66,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
 
 
 def lr_at(epoch: float, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_epochs``, then cosine to ``min_lr`` (DESIGN §3.4)."""
+    """Linear warm-up to ``lr`` over ``warmup_epochs``, then cosine to ``min_lr``."""
     total, warm = cfg.total_epochs, cfg.warmup_epochs
     if warm > 0 and epoch <= warm:
         return cfg.lr * epoch / warm
@@ -59,7 +74,7 @@ def lr_at(epoch: float, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def phase_of(epoch: int, cfg: TrainConfig):
+def phase_of(epoch: int, cfg: TrainConfig) -> tuple[int, Phase]:
     """The phase that epoch (0-based) belongs to, and its index."""
     start = 0
     for i, p in enumerate(cfg.phases):
@@ -77,10 +92,12 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class TrainState:
+    """Progress of a run, saved in every checkpoint as ``train_state`` (what ``--resume`` restores)."""
+
     epoch: int = 0  # epochs completed
     step: int = 0
-    best_f_score: float = -1.0
-    best_phase: int = -1
+    best_f_score: float = -1.0  # CheckpointKeeper's state: the best score, the phase it was
+    best_phase: int = -1        # measured in, and the epochs since it last improved
     stale_epochs: int = 0
     init_from: str | None = None  # the checkpoint a fine-tuning run started from
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -107,7 +124,108 @@ class _Dist:
             dist.destroy_process_group()
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, log=print,
+class StopFlag:
+    """Why the run should stop (Ctrl-C, a step/time limit, early stop); the first reason is kept."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.why = ""
+
+    def request(self, why: str) -> None:
+        self.requested = True
+        self.why = self.why or why
+
+
+class CheckpointKeeper:
+    """Writes ``last.pt`` every epoch and ``best.pt`` on a better validation F-score, and decides
+    early stopping. Its state (best score, the phase it was measured in, stale epochs) lives in
+    ``TrainState``, which every checkpoint records, so a resumed run continues it."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, state: TrainState) -> None:
+        self.out, self.state = out, state
+        self.sizes = [p.size for p in cfg.phases]
+        self.patience, self.val_every = cfg.patience, cfg.val_every
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best.pt"
+
+    def update(self, f_score: float, phase_idx: int) -> bool:
+        """Record a validation score; True when it is the new best."""
+        st = self.state
+        # Scores at different input sizes are not comparable: the best checkpoint is the best
+        # at the latest validation size (the final resolution).
+        if st.best_phase < 0 or self.sizes[st.best_phase] != self.sizes[phase_idx]:
+            st.best_f_score, st.stale_epochs = -1.0, 0
+        st.best_phase = phase_idx
+        if f_score > st.best_f_score:
+            st.best_f_score, st.stale_epochs = f_score, 0
+            return True
+        st.stale_epochs += self.val_every
+        return False
+
+    def save(self, payload: dict[str, Any], is_best: bool) -> None:
+        atomic_save(payload, self.last)
+        if is_best:
+            atomic_save(payload, self.best)
+
+    def early_stop(self, phase_idx: int) -> str | None:
+        """The reason to stop, once ``patience`` epochs passed without improvement in the last phase."""
+        if self.state.stale_epochs >= self.patience and phase_idx == len(self.sizes) - 1:
+            return f"early stop: {self.patience} epochs without improvement"
+        return None
+
+
+@dataclass
+class TrainRun:
+    """Everything ``setup`` builds: the model (and its DDP wrapper), optimiser, split and data."""
+
+    cfg: TrainConfig
+    device: torch.device
+    amp: str
+    ddp: _Dist
+    model: MicroSegFormer
+    net: torch.nn.Module  # what the training step calls: the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    train_samples: list[Sample]
+    val_names: list[str]
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]]
+    val_pairs: list[tuple[np.ndarray, np.ndarray]]
+    fingerprint: str
+
+
+@dataclass
+class EpochResult:
+    """One pass over the training loader (possibly cut short by a stop request)."""
+
+    mean_loss: float | None
+    images: int
+    seconds: float
+    completed: bool  # reached the loader's end (an interrupted epoch does not count)
+
+
+@dataclass
+class Validation:
+    """Scores on the held-out faces (unrounded: the best checkpoint is chosen on these)."""
+
+    f_score: float
+    f1_literature: float
+    miou: float
+    seconds: float
+
+    def record(self) -> dict[str, float]:
+        """The epoch-record fields (rounded as logged)."""
+        return {"val_f_score": round(self.f_score, 4), "val_f1_literature": round(self.f1_literature, 4),
+                "val_miou": round(self.miou, 4), "val_s": round(self.seconds, 1)}
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, log: Callable[[str], None] = print,
           init: str | Path | None = None) -> dict[str, Any]:
     """Run training; returns a summary (best F-score, checkpoint paths, timings).
 
@@ -121,20 +239,53 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, log=print,
     amp = resolve_amp(cfg.amp, device)
     ddp = _Dist(device)
     try:
-        return _train(cfg, resume, init, log, device, amp, ddp)
+        run = setup(cfg, resume, init, log, device, amp, ddp)
+        return fit(run, log)
     finally:
         ddp.close()
 
 
-def _train(cfg, resume, init, log, device, amp, ddp) -> dict[str, Any]:
+def setup(cfg: TrainConfig, resume: str | Path | None, init: str | Path | None, log: Callable[[str], None],
+          device: torch.device, amp: str, ddp: _Dist) -> TrainRun:
+    """Data split, model (fresh, resumed or initialised from weights), optimiser and seeds."""
     root = cfg.data or data_root()
     if root is None:
         raise MsfError("no data: pass --data DIR or set MSF_DATA")
     samples = list_samples(root)
     fingerprint = data_fingerprint(samples)
-    out = Path(cfg.out)
-    state = TrainState()
     model = MicroSegFormer(config=cfg.model)
+    state, ckpt, train_names, val_names = _restore(cfg, model, samples, resume, init, log, ddp.main)
+    seed_everything(cfg.seed + state.epoch * 1000 + ddp.rank)
+    if cfg.train_limit:
+        train_names = train_names[:cfg.train_limit]
+    by_name = {s.name: s for s in samples}
+    train_samples = [by_name[n] for n in train_names]
+    val_samples = [by_name[n] for n in val_names]
+
+    model.to(device)
+    opt = build_optimizer(model, cfg)
+    if ckpt is not None and "optimizer_state_dict" in ckpt:
+        opt.load_state_dict(ckpt["optimizer_state_dict"])
+    scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
+    net: torch.nn.Module = model
+    if ddp.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if ddp.main:
+        log(f"MicroSegFormer {count_parameters(model):,} params | {len(train_samples)} train / "
+            f"{len(val_samples)} val images | device {device} ({ddp.world} process(es)) | amp {amp}")
+    pairs = {s.name: read_pair(s) for s in train_samples + val_samples}
+    return TrainRun(cfg, device, amp, ddp, model, net, opt, scaler, state, train_samples, list(val_names), pairs,
+                    [pairs[s.name] for s in val_samples], fingerprint)
+
+
+def _restore(cfg: TrainConfig, model: MicroSegFormer, samples: list[Sample], resume: str | Path | None,
+             init: str | Path | None, log: Callable[[str], None], main: bool,
+             ) -> tuple[TrainState, dict[str, Any] | None, list[str], list[str]]:
+    """Training state, the resumed checkpoint (if any) and the train/validation split: seeded for
+    a new run, the checkpoint's own for ``resume`` and ``init``. Loads weights into ``model``."""
+    state = TrainState()
     ckpt = None
     if resume:
         ckpt = read_checkpoint(resume)
@@ -163,150 +314,139 @@ def _train(cfg, resume, init, log, device, amp, ddp) -> dict[str, Any]:
                                f"(e.g. {missing[0]}): fine-tune on the data it was trained on")
             val_names = recorded
             train_names = sorted(known - set(val_names))
-        elif ddp.main:
+        elif main:
             log(f"warning: {init} records no validation split; using the seeded split (seed {cfg.seed}), "
                 "which may overlap the faces it was trained on")
-    seed_everything(cfg.seed + state.epoch * 1000 + ddp.rank)
-    if cfg.train_limit:
-        train_names = train_names[:cfg.train_limit]
-    by_name = {s.name: s for s in samples}
-    train_samples = [by_name[n] for n in train_names]
-    val_samples = [by_name[n] for n in val_names]
+    return state, ckpt, train_names, val_names
 
-    model.to(device)
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and kernels only (not on biases and norm weights)."""
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    if ckpt is not None and "optimizer_state_dict" in ckpt:
-        opt.load_state_dict(ckpt["optimizer_state_dict"])
-    scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
-    net = model
-    if ddp.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
-    if ddp.main:
-        log(f"MicroSegFormer {count_parameters(model):,} params | {len(train_samples)} train / "
-            f"{len(val_samples)} val images | device {device} ({ddp.world} process(es)) | amp {amp}")
-    pairs = {s.name: read_pair(s) for s in train_samples + val_samples}
-    val_pairs = [pairs[s.name] for s in val_samples]
-    aug = cfg.aug
-    datasets: dict[int, FaceDataset] = {}
 
-    stop = {"flag": False, "why": ""}
+def fit(run: TrainRun, log: Callable[[str], None]) -> dict[str, Any]:
+    """The epoch loop: train, validate when due, keep checkpoints, stop on request or early stop."""
+    cfg, state, ddp = run.cfg, run.state, run.ddp
+    out = Path(cfg.out)
+    keeper = CheckpointKeeper(out, cfg, state)
+    datasets: dict[tuple[int, int | None], FaceDataset] = {}
+    stop = StopFlag()
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
-
-    def _sigint(signum, frame):
-        stop["flag"], stop["why"] = True, "interrupted"
-
-    old_handler = signal.signal(signal.SIGINT, _sigint) if ddp.main else None
+    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: stop.request("interrupted")) if ddp.main else None
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    summary: dict[str, Any] = {}
     try:
-        while state.epoch < cfg.total_epochs and not stop["flag"]:
+        while state.epoch < cfg.total_epochs and not stop.requested:
             phase_idx, phase = phase_of(state.epoch, cfg)
             key = (phase.size, phase.crop)
-            if key not in datasets:
-                datasets = {key: FaceDataset(train_samples, phase.size, aug,
-                                             [pairs[s.name] for s in train_samples], crop=phase.crop)}
-            ds = datasets[key]
-            sampler = (torch.utils.data.distributed.DistributedSampler(ds, seed=cfg.seed)
-                       if ddp.enabled else None)
-            if sampler is not None:
-                sampler.set_epoch(state.epoch)
-            per_rank_batch = max(1, phase.batch // ddp.world)
-            loader = torch.utils.data.DataLoader(
-                ds, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
-                num_workers=cfg.workers, drop_last=len(ds) > per_rank_batch,
-                persistent_workers=False)
-            net.train()
-            t_ep = time.monotonic()
-            losses, n_img = [], 0
-            sizes = phase.train_sizes()
-            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.total_epochs} @{phase.label()}",
-                       disable=not ddp.main or None, leave=False, unit="batch", dynamic_ncols=True)
-            for i, (x, y) in enumerate(bar):
-                ep_float = state.epoch + i / max(len(loader), 1)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(ep_float, cfg)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if len(sizes) > 1:
-                    x, y = resize_batch(x, y, _batch_size_at(sizes, cfg.seed, state.step))
-                with autocast(device, amp):
-                    logits = net(x)
-                loss = seg_loss(logits, y, cfg.dice_weight)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-                scaler.step(opt)
-                scaler.update()
-                state.step += 1
-                losses.append(loss.item())
-                n_img += x.shape[0]
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-                if (cfg.max_steps and state.step >= cfg.max_steps) or stop["flag"] or (
-                        deadline and time.monotonic() > deadline):
-                    stop["flag"] = True
-                    stop["why"] = stop["why"] or "step/time limit"
-                    break
-            bar.close()
-            epoch_done = not stop["flag"] or i == len(loader) - 1
-            train_s = time.monotonic() - t_ep
-            if epoch_done:
+            if key not in datasets:  # only the current phase's resized images stay in memory
+                datasets = {key: FaceDataset(run.train_samples, phase.size, cfg.aug,
+                                             [run.pairs[s.name] for s in run.train_samples], crop=phase.crop)}
+            loader = _loader(datasets[key], phase, cfg, ddp, state.epoch)
+            ep = train_one_epoch(run, loader, phase, stop, deadline)
+            if ep.completed:
                 state.epoch += 1
             record: dict[str, Any] = {
                 "epoch": state.epoch, "size": phase.size, "crop": phase.crop, "scales": phase.scales,
-                "loss": float(np.mean(losses)) if losses else None,
-                "lr": opt.param_groups[0]["lr"], "train_s": round(train_s, 1),
-                "s_per_image": round(train_s / max(n_img * ddp.world, 1), 4),
+                "loss": ep.mean_loss, "lr": run.opt.param_groups[0]["lr"], "train_s": round(ep.seconds, 1),
+                "s_per_image": round(ep.seconds / max(ep.images * ddp.world, 1), 4),
             }
             if ddp.main:
                 is_best = False
-                if epoch_done and (state.epoch % cfg.val_every == 0 or state.epoch == cfg.total_epochs
-                                   or stop["flag"]) and val_pairs:
-                    t_val = time.monotonic()
-                    res = evaluate_pairs(model, val_pairs, phase.size, device, amp="off")
-                    record.update(val_f_score=round(res["f_score"], 4),
-                                  val_f1_literature=round(res["f1_literature"], 4),
-                                  val_miou=round(res["miou"], 4), val_s=round(time.monotonic() - t_val, 1))
-                    # Scores at different input sizes are not comparable: the best checkpoint
-                    # is the best at the latest validation size (the final resolution).
-                    if state.best_phase < 0 or cfg.phases[state.best_phase].size != phase.size:
-                        state.best_f_score, state.stale_epochs = -1.0, 0
-                    state.best_phase = phase_idx
-                    if res["f_score"] > state.best_f_score:
-                        state.best_f_score, state.stale_epochs, is_best = res["f_score"], 0, True
-                    else:
-                        state.stale_epochs += cfg.val_every
+                due = state.epoch % cfg.val_every == 0 or state.epoch == cfg.total_epochs or stop.requested
+                if ep.completed and due and run.val_pairs:
+                    val = validate(run.model, run.val_pairs, phase.size, run.device)
+                    record.update(val.record())
+                    is_best = keeper.update(val.f_score, phase_idx)
                 state.history.append(record)
                 log(_epoch_line(record, cfg.total_epochs, is_best))
-                payload = _checkpoint(model, opt, state, cfg, val_names, fingerprint, amp)
-                atomic_save(payload, out / "last.pt")
-                if is_best:
-                    atomic_save(payload, out / "best.pt")
-                if state.stale_epochs >= cfg.patience and phase_idx == len(cfg.phases) - 1:
-                    stop["flag"], stop["why"] = True, f"early stop: {cfg.patience} epochs without improvement"
+                keeper.save(checkpoint_payload(run), is_best)
+                why = keeper.early_stop(phase_idx)
+                if why:
+                    stop.request(why)
             if ddp.enabled:
-                flag = torch.tensor([1.0 if stop["flag"] else 0.0])
+                flag = torch.tensor([1.0 if stop.requested else 0.0])
                 dist.broadcast(flag, 0)
-                stop["flag"] = bool(flag.item())
+                stop.requested = bool(flag.item())
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
     summary = {"epochs": state.epoch, "steps": state.step, "best_f_score": state.best_f_score,
-               "best": str(out / "best.pt"), "last": str(out / "last.pt"),
-               "minutes": round((time.monotonic() - t_start) / 60, 2), "stopped": stop["why"] or "done",
+               "best": str(keeper.best), "last": str(keeper.last),
+               "minutes": round((time.monotonic() - t_start) / 60, 2), "stopped": stop.why or "done",
                "history": state.history}
-    if ddp.main and stop["why"]:
-        log(f"stopped: {stop['why']} (resume with --resume {out / 'last.pt'})")
+    if ddp.main and stop.why:
+        log(f"stopped: {stop.why} (resume with --resume {keeper.last})")
     return summary
 
 
-def _batch_size_at(sizes: list[int], seed: int, step: int) -> int:
+def _loader(ds: FaceDataset, phase: Phase, cfg: TrainConfig, ddp: _Dist, epoch: int) -> torch.utils.data.DataLoader:
+    sampler = torch.utils.data.distributed.DistributedSampler(ds, seed=cfg.seed) if ddp.enabled else None
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    per_rank_batch = max(1, phase.batch // ddp.world)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+        num_workers=cfg.workers, drop_last=len(ds) > per_rank_batch, persistent_workers=False)
+
+
+def train_one_epoch(run: TrainRun, loader: torch.utils.data.DataLoader, phase: Phase, stop: StopFlag,
+                    deadline: float | None) -> EpochResult:
+    """One epoch of optimiser steps (lr per step, multi-scale resize, AMP, clipping); stops early
+    when ``stop`` is requested or the step/time limit is reached (then requesting the stop)."""
+    cfg, state, opt, device = run.cfg, run.state, run.opt, run.device
+    run.net.train()
+    t0 = time.monotonic()
+    losses: list[float] = []
+    n_img = 0
+    last = -1
+    sizes = phase.train_sizes()
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.total_epochs} @{phase.label()}",
+               disable=not run.ddp.main or None, leave=False, unit="batch", dynamic_ncols=True)
+    for i, (x, y) in enumerate(bar):
+        last = i
+        ep_float = state.epoch + i / max(len(loader), 1)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(ep_float, cfg)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if len(sizes) > 1:
+            x, y = resize_batch(x, y, _input_size_at(sizes, cfg.seed, state.step))
+        with autocast(device, run.amp):
+            logits = run.net(x)
+        loss = seg_loss(logits, y, cfg.dice_weight)
+        opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_norm)
+        run.scaler.step(opt)
+        run.scaler.update()
+        state.step += 1
+        losses.append(loss.item())
+        n_img += x.shape[0]
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        if ((cfg.max_steps and state.step >= cfg.max_steps) or stop.requested
+                or (deadline and time.monotonic() > deadline)):
+            stop.request("step/time limit")
+            break
+    bar.close()
+    completed = not stop.requested or last == len(loader) - 1
+    return EpochResult(float(np.mean(losses)) if losses else None, n_img, time.monotonic() - t0, completed)
+
+
+def validate(model: torch.nn.Module, val_pairs: list[tuple[np.ndarray, np.ndarray]], size: int,
+             device: torch.device) -> Validation:
+    """Scores on the held-out faces at ``size``², in fp32 (comparable across AMP settings)."""
+    t0 = time.monotonic()
+    res = evaluate_pairs(model, val_pairs, size, device, amp="off")
+    return Validation(res["f_score"], res["f1_literature"], res["miou"], time.monotonic() - t0)
+
+
+def _input_size_at(sizes: list[int], seed: int, step: int) -> int:
     """The input size of training step ``step`` in a multi-scale phase: drawn uniformly, seeded
     by (seed, step) so a resumed run and every DDP rank draw the same sizes."""
     return sizes[int(np.random.default_rng([seed, step]).integers(len(sizes)))]
@@ -322,19 +462,19 @@ def _epoch_line(r: dict[str, Any], total: int, is_best: bool) -> str:
     return " | ".join(parts) + ("  *best*" if is_best else "")
 
 
-def _checkpoint(model, opt, state: TrainState, cfg: TrainConfig, val_names, fingerprint, amp) -> dict:
-    from dataclasses import asdict
-
+def checkpoint_payload(run: TrainRun) -> dict[str, Any]:
+    """What last.pt / best.pt hold: weights, optimiser, training state, split and metadata."""
+    state = run.state
     return {
         "epoch": state.epoch,
-        "model_state_dict": model.state_dict(),
-        "optimizer_state_dict": opt.state_dict(),
+        "model_state_dict": run.model.state_dict(),
+        "optimizer_state_dict": run.opt.state_dict(),
         "best_f_score": state.best_f_score,
-        "config": cfg.to_dict(),
+        "config": run.cfg.to_dict(),
         "train_state": asdict(state),
-        "val_names": list(val_names),
-        "data_sha256": fingerprint,
-        "amp": amp,
+        "val_names": list(run.val_names),
+        "data_sha256": run.fingerprint,
+        "amp": run.amp,
         "msf_version": __version__,
         "torch_version": str(torch.__version__),
         **standard_metadata(),

@@ -3,7 +3,17 @@ import re
 import pytest
 import torch
 
-from msf.model import MicroSegFormer, count_parameters
+from msf.model import (
+    LMSA,
+    Decoder,
+    EfficientAttention,
+    FusedAttention,
+    FusedDecoder,
+    FusedLMSA,
+    MicroSegFormer,
+    count_parameters,
+    reparameterize,
+)
 
 from .conftest import perturb
 
@@ -69,3 +79,65 @@ def test_configurable_architecture():
     out = model(torch.rand(1, 3, 64, 64))
     assert out.shape == (1, 5, 64, 64)
     assert count_parameters(model) < 50_000
+
+
+def _rand(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("heads, sr_ratio", [(1, 1), (1, 2), (2, 4)])
+def test_attention_fuse_has_the_same_function(heads, sr_ratio):
+    attn = perturb(EfficientAttention(16, heads, sr_ratio)).eval()
+    fused = attn.fuse()
+    assert isinstance(fused, FusedAttention) and fused.heads == heads
+    x = _rand(2, 8 * 8, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, 8, 8), attn(x, 8, 8), atol=1e-5, rtol=1e-4)
+
+
+def test_lmsa_fuse_folds_batchnorm_statistics():
+    lmsa = perturb(LMSA(16)).eval()  # running mean/var off their initial values
+    fused = lmsa.fuse()
+    assert isinstance(fused, FusedLMSA) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = _rand(2, 16, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), lmsa(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lmsa", [False, True])
+@pytest.mark.parametrize("input_size", [None, 64])
+def test_decoder_fuse_equals_published_decoder(lmsa, input_size):
+    dec = perturb(Decoder([8, 16, 24, 32], 16, 5, use_lmsa=lmsa)).eval()
+    feats = [_rand(2, c, 16 // 2 ** i, 16 // 2 ** i, seed=i) for i, c in enumerate([8, 16, 24, 32])]
+    fused = dec.fuse(input_size)
+    assert isinstance(fused, FusedDecoder) and (fused.upsample is None) == (input_size is None)
+    assert (fused.lmsa is None) != lmsa and (fused.pre is None) != lmsa  # Linear_2 ∘ classifier fold without LMSA
+    with torch.no_grad():
+        ref = dec.forward_reference(feats, (64, 64))
+        torch.testing.assert_close(fused(feats, (64, 64)), ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(dec(feats, (64, 64)), ref, atol=1e-5, rtol=1e-4)  # the training forward
+
+
+def test_decoder_fold_is_shared_by_training_forward_and_fuse():
+    dec = perturb(Decoder([8, 16], 16, 5, use_lmsa=False))
+    folds = dec.folded_stage_projections()
+    assert all(w.requires_grad and b.requires_grad for w, b in folds)  # the training forward backpropagates
+    fused = dec.fuse()
+    for i, ((w, b), conv) in enumerate(zip(folds, fused.stage)):
+        bias = b + dec.linear_fuse[0].bias if i == 0 else b  # the fusion bias, added once
+        assert torch.equal(conv.weight.flatten(1), w.detach()) and torch.equal(conv.bias, bias.detach())
+
+
+@pytest.mark.parametrize("input_size", [None, 64])
+def test_reparameterize_walks_the_model_into_its_inference_form(trained_like_model, input_size):
+    before = {k: v.clone() for k, v in trained_like_model.state_dict().items()}
+    fused = reparameterize(trained_like_model, input_size).eval()
+    kinds = {type(m) for m in fused.modules()}
+    assert not kinds & {EfficientAttention, LMSA, Decoder, torch.nn.BatchNorm2d}
+    assert FusedAttention in kinds and FusedDecoder in kinds
+    x = _rand(2, 3, 64, 64, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), trained_like_model.forward_reference(x), atol=2e-5, rtol=1e-4)
+    # the trained model is left as it was (a copy is converted unless inplace=True)
+    assert all(torch.equal(v, before[k]) for k, v in trained_like_model.state_dict().items())
+    assert isinstance(trained_like_model.decoder, Decoder)

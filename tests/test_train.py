@@ -11,7 +11,7 @@ from msf.data import FaceDataset, list_samples, read_pair, resize_batch, resize_
 from msf.errors import MsfError
 from msf.losses import seg_loss
 from msf.model import load_model
-from msf.train import lr_at, train
+from msf.train import CheckpointKeeper, StopFlag, TrainState, lr_at, train
 
 
 def _fixed_batch(root, n=8, size=64):
@@ -54,6 +54,51 @@ def test_checkpoint_records_metadata_and_resumes(tmp_path, faces_root):
     assert s["epochs"] == 3 and [h["epoch"] for h in s["history"]] == [1, 2, 3]
     resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert resumed["val_names"] == ck["val_names"]
+
+
+def test_checkpoint_keeper_tracks_the_best_per_size_and_stops_on_patience(tmp_path):
+    cfg = config_from_dict({"phases": parse_phases("2x64@4,3x128@4"), "patience": 2})
+    state = TrainState()
+    keeper = CheckpointKeeper(tmp_path, cfg, state)
+    assert keeper.update(0.5, 0) and not keeper.update(0.4, 0)
+    assert (state.best_f_score, state.stale_epochs) == (0.5, 1)
+    assert keeper.early_stop(0) is None
+    # a new validation size: its scores are not comparable, so the best restarts there
+    assert keeper.update(0.3, 1) and (state.best_f_score, state.best_phase, state.stale_epochs) == (0.3, 1, 0)
+    assert not keeper.update(0.3, 1) and keeper.early_stop(1) is None  # equal is not better
+    assert not keeper.update(0.2, 1) and keeper.early_stop(1) == "early stop: 2 epochs without improvement"
+    # patience only ends the last phase (earlier phases are the progressive-resolution warm-up)
+    assert CheckpointKeeper(tmp_path, cfg, TrainState(best_phase=0, stale_epochs=9)).early_stop(0) is None
+    keeper.save({"n": 1}, is_best=False)
+    assert keeper.last.is_file() and not keeper.best.exists()
+    keeper.save({"n": 2}, is_best=True)
+    assert torch.load(keeper.best, weights_only=True) == torch.load(keeper.last, weights_only=True) == {"n": 2}
+
+
+def test_stop_flag_keeps_the_first_reason():
+    stop = StopFlag()
+    assert not stop.requested and stop.why == ""
+    stop.request("interrupted")
+    stop.request("step/time limit")
+    assert stop.requested and stop.why == "interrupted"
+
+
+def test_early_stop_and_resume_continue_the_keepers_state(tmp_path, faces_root):
+    # lr 0: the weights never change, so no validation after the first improves on it
+    first = _tiny(tmp_path, faces_root, phases=[{"epochs": 2, "size": 32, "batch": 4}], lr=0.0, patience=3,
+                  train_limit=8)
+    s1 = train(first, log=lambda m: None)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert s1["stopped"] == "done" and ck["train_state"]["stale_epochs"] == 1
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == 1  # best.pt = the best epoch
+    lines = []
+    more = _tiny(tmp_path, faces_root, phases=[{"epochs": 6, "size": 32, "batch": 4}], lr=0.0, patience=3,
+                 train_limit=8)
+    s2 = train(more, resume=tmp_path / "run" / "last.pt", log=lines.append)
+    # stale 1 (restored) + epochs 3 and 4 = patience 3: stops at epoch 4, keeping the first run's best
+    assert s2["epochs"] == 4 and s2["stopped"] == "early stop: 3 epochs without improvement"
+    assert s2["best_f_score"] == s1["best_f_score"] and not any("*best*" in ln for ln in lines)
+    assert lines[-1].startswith("stopped: early stop: 3 epochs without improvement (resume with --resume ")
 
 
 def test_init_fine_tunes_from_weights_keeping_their_validation_split(tmp_path, faces_root):
@@ -130,7 +175,7 @@ def test_multi_scale_phase_resizes_each_batch_to_a_seeded_size(tmp_path, faces_r
     cfg = _tiny(tmp_path, faces_root, phases=parse_phases("2x64+32+96@4"))
     summary = train(cfg, log=lambda m: None)
     sizes = [s for s, _, _ in seen]
-    assert sizes == [train_mod._batch_size_at([64, 32, 96], 0, step) for step in range(summary["steps"])]
+    assert sizes == [train_mod._input_size_at([64, 32, 96], 0, step) for step in range(summary["steps"])]
     assert len(set(sizes)) > 1 and all(xs == ys == (s, s) for s, xs, ys in seen)
     assert [h["scales"] for h in summary["history"]] == [[32, 96], [32, 96]]
     assert all(h["val_f_score"] >= 0 for h in summary["history"])  # validated at 64² (the phase size)

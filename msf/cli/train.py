@@ -30,7 +30,8 @@ Ctrl-C saves OUT/last.pt and stops; --resume continues from it.
 
 
 def build_parser():
-    p = make_parser("msf-train", "Train MicroSegFormer (DESIGN §3.4 recipe) on labeled face data.", EPILOG)
+    p = make_parser("msf-train", "Train MicroSegFormer on labeled face data (AdamW, warm-up + cosine, "
+                                 "cross-entropy + Dice loss).", EPILOG)
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="starting configuration: gpu = the seed recipe (the default), cpu = ~2 h progressive "
                         "run, tiny = seconds-long smoke run; with --resume the checkpoint's own config")
