@@ -40,16 +40,20 @@ def main() -> None:
     frame = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     if args.clip:
         write_clip(args.clip, frame)
-    # A 1280×720 frame with the astronaut in it, like a webcam picture, parsed in face mode.
+    # A 1280×720 frame with the astronaut in it, like a webcam picture, parsed in msf-video's default
+    # auto mode: the YuNet detector finds the face, it is aligned like the training images, parsed
+    # and pasted back (the frame is no close-up, so it is not parsed whole).
     canvas = np.full((720, 1280, 3), 40, np.uint8)
     canvas[104:616, 384:896] = frame
-    seg = Segmenter(mode="face")
-    labels = seg.predict(canvas)
+    seg = Segmenter(mode="auto")
+    places = seg.placements(canvas)
+    labels = seg.assemble(canvas.shape, seg.infer(seg.crops(canvas, places)), places)
     out = render(canvas, labels, RenderOptions(alpha=0.55, legend=True, hud=True, side_by_side=False),
-                 [f"{seg.describe()}  face mode {seg.size}px"])
+                 [f"{seg.describe()}  auto mode {seg.size}px"])
     small = cv2.resize(out, (960, 540), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(HERE / "astronaut_msf.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 88])
-    print("classes found:", sorted(set(np.unique(labels).tolist()) - {0}))
+    print("faces:", [(round(p.side), round(p.angle, 1)) for p in places],
+          "classes found:", sorted(set(np.unique(labels).tolist()) - {0}))
 
 
 if __name__ == "__main__":

@@ -1,96 +1,269 @@
-"""Faces in larger frames (``--mode face``): OpenCV Haar detection (ships in the opencv-python 4.x
-wheels, no download), CelebAMask-HQ-style square crops, boxes smoothed across frames."""
+"""Faces in larger frames (``--mode face`` / ``auto``): YuNet-n detection (box, score, 5 landmarks;
+the ONNX file ships inside the package and runs in OpenCV's ``FaceDetectorYN``, no download),
+CelebAMask-HQ-aligned placements, and per-stream tracks smoothed with a One-Euro filter."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+import msf
 from msf.errors import MsfError
-from msf.runtime.preprocess import Placement
+from msf.runtime.align import Placement, aligned_placement, box_placement
 
-# Measured on 58 of the CE7454 training crops: the Haar face box spans 0.65 of the crop's side
-# (10-90 %: 0.60-0.71) and its centre sits at (0.50, 0.55) of the crop.
-BOX_TO_CROP = 1 / 0.65
-BOX_CENTER_Y = 0.55
+MODEL_DIR = Path(msf.__file__).resolve().parent / "models" / "yunet"  # shipped as package data
+YUNET_FILE = MODEL_DIR / "yunet_n_320_320.onnx"
+
+DETECT_SIZE = 320  # long side of the frame the detector sees (see BENCHMARKS.md, face mode)
+SCORE_THRESHOLD = 0.6
+NMS_THRESHOLD = 0.3
+# RMS landmark residual after the similarity fit, as a fraction of the crop side: median 0.012,
+# 99th percentile 0.050, max 0.101 on the 800 training faces (benchmarks/measure_face_template.py);
+# above this the landmarks are not trusted and the box fallback is used.
+MAX_RESIDUAL = 0.08
 
 
-def crop_for_box(x: float, y: float, w: float, h: float) -> tuple[float, float, float]:
-    """(centre x, centre y, side) of the square crop a CelebAMask-HQ image would have around a face box."""
-    side = max(w, h) * BOX_TO_CROP
-    cx = x + w / 2
-    cy = y + h / 2 - (BOX_CENTER_Y - 0.5) * side
-    return cx, cy, side
+@dataclass
+class Face:
+    """One detection in frame pixels: box (x, y, w, h), score, 5 landmarks (None: box only)."""
+
+    box: tuple[float, float, float, float]
+    score: float = 1.0
+    landmarks: np.ndarray | None = None
+
+    def placement(self, size: int = 512) -> tuple[Placement, bool]:
+        """Its CelebAMask-HQ-like placement, and whether it is landmark-aligned (else box fallback)."""
+        if self.landmarks is not None:
+            place, resid = aligned_placement(self.landmarks, size)
+            if resid <= MAX_RESIDUAL:
+                return place, True
+        return box_placement(*self.box), False
+
+
+class YuNetDetector:
+    """YuNet-n through ``cv2.FaceDetectorYN`` on a frame downscaled to ``detect_size`` long side."""
+
+    def __init__(self, detect_size: int = DETECT_SIZE, score_threshold: float = SCORE_THRESHOLD,
+                 nms_threshold: float = NMS_THRESHOLD, model: str | Path | None = None) -> None:
+        if detect_size < 32:
+            raise MsfError(f"detect size must be at least 32 px, not {detect_size}")
+        if not 0.0 < score_threshold < 1.0:
+            raise MsfError(f"detector score threshold must be in (0, 1), not {score_threshold}")
+        path = Path(model) if model else YUNET_FILE
+        if not path.is_file():
+            raise MsfError(f"face detector file missing: {path} (reinstall msf)")
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
+        except (cv2.error, AttributeError) as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise MsfError(f"cannot load the face detector {path.name} with OpenCV {cv2.__version__}: "
+                           f"{reason}") from None
+        self.detect_size = detect_size
+        self._input: tuple[int, int] | None = None
+
+    def __call__(self, frame_bgr: np.ndarray) -> list[Face]:
+        """Faces in ``frame_bgr`` (boxes and landmarks in frame pixel indices)."""
+        h, w = frame_bgr.shape[:2]
+        scale = self.detect_size / max(h, w)
+        img = frame_bgr
+        if scale != 1.0:
+            dw, dh = max(1, round(w * scale)), max(1, round(h * scale))
+            img = cv2.resize(frame_bgr, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        sx, sy = w / img.shape[1], h / img.shape[0]
+        if self._input != img.shape[1::-1]:
+            self._input = img.shape[1::-1]
+            self.net.setInputSize(self._input)
+        _, rows = self.net.detect(img)
+        if rows is None:
+            return []
+        faces = []
+        for r in rows:
+            box = (float(r[0] * sx), float(r[1] * sy), float(r[2] * sx), float(r[3] * sy))
+            # pixel-centre convention: index x in the small image is (x + 0.5)·s - 0.5 in the frame
+            lm = (r[4:14].reshape(5, 2).astype(np.float64) + 0.5) * [sx, sy] - 0.5
+            faces.append(Face(box, float(r[14]), lm))
+        return faces
+
+
+class OneEuro:
+    """One-Euro filter (Casiez et al. 2012) on a vector, one call per frame: smooth when still,
+    little lag when moving. ``min_cutoff`` in cycles per frame; speed in units per frame."""
+
+    def __init__(self, min_cutoff: float = 0.05, beta: float = 4.0, d_cutoff: float = 0.3) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau)
+
+    def __call__(self, x: np.ndarray, dt: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return self.x.copy()
+        dx = (x - self.x) / dt
+        a_d = self._alpha(self.d_cutoff / dt)
+        self.dx = a_d * dx + (1 - a_d) * self.dx
+        a = self._alpha((self.min_cutoff + self.beta * np.abs(self.dx)) / dt)
+        self.x = a * x + (1 - a) * self.x
+        return self.x.copy()
 
 
 @dataclass
 class _Track:
-    cx: float
-    cy: float
-    side: float
+    id: int
+    state: np.ndarray  # cx, cy, side, angle in degrees
+    aligned: bool
+    filt: OneEuro | None
     missed: int = 0
+    thumb: np.ndarray | None = None  # what the face looked like when last detected
+
+    @property
+    def place(self) -> Placement:
+        cx, cy, side, ang = (float(v) for v in self.state)
+        if not self.aligned and ang == 0:  # box crops stay axis-aligned: exact resize and paste
+            side = round(side)
+            return Placement(round(cx - side / 2), round(cy - side / 2), side)
+        return Placement(cx - side / 2, cy - side / 2, side, ang)
+
+
+def _thumb(frame_bgr: np.ndarray, place: Placement, n: int = 16) -> np.ndarray | None:
+    """A small grey picture of the placement's central half (None when it is outside the frame)."""
+    h, w = frame_bgr.shape[:2]
+    cx, cy = place.center
+    r = place.side / 4
+    x0, y0, x1, y1 = max(int(cx - r), 0), max(int(cy - r), 0), min(int(cx + r), w), min(int(cy + r), h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    g = cv2.cvtColor(cv2.resize(frame_bgr[y0:y1, x0:x1], (n, n), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    return g.astype(np.float32).ravel()
+
+
+def _same_picture(a: np.ndarray | None, b: np.ndarray | None, min_ncc: float = 0.8) -> bool:
+    """Whether two thumbnails show the same thing: normalised cross-correlation ≥ ``min_ncc``,
+    similar brightness and contrast (a face against the background that replaced it measured
+    NCC 0.51 on the placed-face footage of benchmarks/bench_faces.py; a held face: 1.0)."""
+    if a is None or b is None:
+        return False
+    if abs(float(a.mean() - b.mean())) > 20:
+        return False
+    da, db = a - a.mean(), b - b.mean()
+    na, nb = float(np.sqrt((da * da).sum())), float(np.sqrt((db * db).sum()))
+    flat = 2.0 * np.sqrt(a.size)  # std below 2 grey levels
+    if na < flat or nb < flat:
+        return na < flat and nb < flat
+    if not 0.67 < na / nb < 1.5:
+        return False
+    return float((da * db).sum()) / (na * nb) >= min_ncc
+
+
+def _state(place: Placement) -> np.ndarray:
+    cx, cy = place.center
+    return np.array([cx, cy, place.side, place.angle])
 
 
 class FaceTracker:
-    """Detect faces and keep smoothed square crops (exponential moving average).
+    """Detect faces and keep one smoothed, CelebAMask-HQ-aligned placement per face.
 
-    ``detect_every`` > 1 runs the detector on every N-th frame only and reuses the tracked crops
-    in between: detection costs more than inference on 720p frames (README, ``msf-video``).
+    Detections are matched to tracks by centre distance; each track's transform (centre, log
+    side, angle) goes through a One-Euro filter whose speed is measured in face sides per frame.
+    A track survives ``max_missed`` detection runs without a match (the detector blinking once
+    does not leave a face unparsed) while the picture under it still looks like the face did (a
+    cut or a face that left drops the track at once). ``detect_every`` > 1 runs the detector on every N-th frame
+    only and reuses the tracked placements in between. ``smoothing`` scales the filter: 0 = raw
+    detections, 1 = default, larger = smoother.
     """
 
-    def __init__(self, smoothing: float = 0.6, max_missed: int = 5, detect_width: int = 800,
-                 min_face: int = 48, detect_every: int = 1) -> None:
+    def __init__(self, smoothing: float = 1.0, max_missed: int = 3, detect_size: int = DETECT_SIZE,
+                 score_threshold: float = SCORE_THRESHOLD, detect_every: int = 1, size: int = 512,
+                 detector: YuNetDetector | None = None) -> None:
         if detect_every < 1:
             raise MsfError(f"detect_every must be at least 1, not {detect_every}")
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(path)
-        if self.cascade.empty():
-            raise MsfError(f"cannot load the Haar face cascade ({path}); opencv-python 4.x ships it")
-        self.smoothing, self.max_missed = smoothing, max_missed
-        self.detect_width, self.min_face = detect_width, min_face
+        if smoothing < 0:
+            raise MsfError(f"face smoothing must be ≥ 0, not {smoothing}")
+        self.detector = detector or YuNetDetector(detect_size, score_threshold)
+        self.smoothing, self.max_missed, self.size = smoothing, max_missed, size
         self.tracks: list[_Track] = []
-        self.detect_every, self._frames = detect_every, 0
+        self.detect_every, self._frames, self._next_id = detect_every, 0, 0
 
-    def detect(self, frame_bgr: np.ndarray) -> list[tuple[float, float, float, float]]:
-        """Face boxes (x, y, w, h) in frame pixels."""
-        h, w = frame_bgr.shape[:2]
-        scale = min(1.0, self.detect_width / w)
-        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        min_px = max(24, int(self.min_face * scale))
-        # scaleFactor 1.15 / minNeighbors 4: measured ~25 % faster than 1.1 / 5 on 720p frames and
-        # still finds the README's astronaut at 90 px; detection is the costly part of face mode.
-        boxes = self.cascade.detectMultiScale(gray, scaleFactor=1.15, minNeighbors=4, minSize=(min_px, min_px))
-        return [tuple(float(v) / scale for v in b) for b in boxes]
+    def detect(self, frame_bgr: np.ndarray) -> list[Face]:
+        """Faces in this frame (no tracking)."""
+        return self.detector(frame_bgr)
 
     def update(self, frame_bgr: np.ndarray) -> list[Placement]:
-        """Crops for this frame: detections matched to tracks and smoothed; tracks survive short misses
-        (counted in detections, so a track lives ``max_missed × detect_every`` frames unseen)."""
+        """Placements for this frame, one per live track (call once per frame, in order)."""
         self._frames += 1
         if (self._frames - 1) % self.detect_every == 0:
-            self._match([crop_for_box(*b) for b in self.detect(frame_bgr)])
-        return [Placement(int(round(t.cx - t.side / 2)), int(round(t.cy - t.side / 2)), int(round(t.side)))
-                for t in self.tracks]
+            faces = [f if isinstance(f, Face) else Face(tuple(map(float, f))) for f in self.detect(frame_bgr)]
+            self._match([f.placement(self.size) for f in faces], frame_bgr)
+        return [t.place for t in self.tracks]
 
-    def _match(self, crops: list[tuple[float, float, float]]) -> None:
-        used = set()
-        for t in self.tracks:
-            best, best_d = None, None
-            for i, (cx, cy, side) in enumerate(crops):
-                d = np.hypot(cx - t.cx, cy - t.cy)
-                if i not in used and d < 0.5 * max(side, t.side) and (best_d is None or d < best_d):
-                    best, best_d = i, d
-            if best is None:
-                t.missed += 1
+    @property
+    def track_ids(self) -> list[int]:
+        """Ids of the tracks ``update`` returned placements for, in the same order."""
+        return [t.id for t in self.tracks]
+
+    def _filter(self) -> OneEuro | None:
+        if self.smoothing == 0:
+            return None
+        # 0.05 cycles/frame when still; speeds in face sides per frame: a face crossing at 3 % of
+        # its side per frame lifts the cutoff to 0.17 (lag ≈ 0.9 × the per-frame motion).
+        return OneEuro(min_cutoff=0.05 / self.smoothing, beta=4.0 / self.smoothing)
+
+    def _match(self, found: list[tuple[Placement, bool]], frame_bgr: np.ndarray) -> None:
+        pairs = []
+        for ti, t in enumerate(self.tracks):
+            for fi, (p, _) in enumerate(found):
+                cx, cy = p.center
+                d = math.hypot(cx - t.state[0], cy - t.state[1])
+                if d < 0.5 * max(p.side, t.state[2]):
+                    pairs.append((d, ti, fi))
+        used_t, used_f = set(), set()
+        for _, ti, fi in sorted(pairs):
+            if ti in used_t or fi in used_f:
                 continue
-            used.add(best)
-            a = self.smoothing
-            cx, cy, side = crops[best]
-            t.cx, t.cy, t.side, t.missed = a * t.cx + (1 - a) * cx, a * t.cy + (1 - a) * cy, \
-                a * t.side + (1 - a) * side, 0
+            used_t.add(ti)
+            used_f.add(fi)
+            t, (p, aligned) = self.tracks[ti], found[fi]
+            raw = _state(p)
+            if aligned != t.aligned:  # switching between landmark and box crops: restart the filter
+                t.filt = self._filter()
+            t.aligned, t.missed = aligned, 0
+            t.state = self._smooth(t, raw)
+            t.thumb = _thumb(frame_bgr, t.place)
+        for ti, t in enumerate(self.tracks):
+            if ti not in used_t:
+                t.missed += 1
+                if not _same_picture(t.thumb, _thumb(frame_bgr, t.place)):
+                    t.missed = self.max_missed + 1
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
-        self.tracks += [_Track(*c) for i, c in enumerate(crops) if i not in used]
+        for fi, (p, aligned) in enumerate(found):
+            if fi not in used_f:
+                t = _Track(self._next_id, _state(p), aligned, self._filter())
+                self._next_id += 1
+                t.state = self._smooth(t, t.state)
+                t.thumb = _thumb(frame_bgr, t.place)
+                self.tracks.append(t)
+
+    @staticmethod
+    def _smooth(t: _Track, raw: np.ndarray) -> np.ndarray:
+        if t.filt is None:
+            return raw
+        # Filter in face-relative units so the speed threshold does not depend on the face size:
+        # centre in sides, log side, angle in radians.
+        side = raw[2]
+
+        def rel(v: np.ndarray) -> np.ndarray:
+            return np.array([v[0] / side, v[1] / side, math.log(v[2]), math.radians(v[3])])
+
+        if t.filt.x is not None:  # the previous state in today's units (the side may have changed)
+            t.filt.x = rel(t.state)
+        out = t.filt(rel(raw))
+        return np.array([out[0] * side, out[1] * side, math.exp(out[2]), math.degrees(out[3])])

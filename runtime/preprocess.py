@@ -1,28 +1,26 @@
-"""Frames to model inputs and labels back to frames: letterboxing, square face crops, contracts."""
+"""Frames to model inputs and labels back to frames: letterboxing, aligned face crops (one
+similarity transform per square, ``Placement.matrix``), paste-back with per-pixel ownership."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from msf.runtime.align import Placement
 
-@dataclass(frozen=True)
-class Placement:
-    """Where a model-input square came from in the frame: square ``box`` (x0, y0, side) in frame
-    coordinates (may reach outside the frame; outside is padding)."""
-
-    x0: int
-    y0: int
-    side: int
+__all__ = ["Placement", "assemble_labels", "letterbox_placement", "paste_labels", "square_crop", "warp_crop",
+           "warp_labels"]
 
 
 def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
     """The square region ``place`` of ``frame`` resized to ``size``², zero-padded outside the frame.
 
-    Only the in-frame part is resized (then placed on a black canvas): no full-size padded copy.
+    Axis-aligned placements: only the in-frame part is resized (INTER_AREA when shrinking, then
+    placed on a black canvas), no full-size padded copy. Rotated or sub-pixel placements go
+    through ``warp_crop`` with the same ``place.matrix(size)``.
     """
+    if not place.axis_aligned:
+        return warp_crop(frame, place, size)
     h, w = frame.shape[:2]
     x0, y0, s = place.x0, place.y0, place.side
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
@@ -43,33 +41,114 @@ def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
     return canvas
 
 
+def _bounds(place: Placement, h: int, w: int, pad: int = 1) -> tuple[int, int, int, int]:
+    """In-frame integer window (x0, y0, x1, y1) holding the placement's square (may be empty)."""
+    pts = place.corners()
+    x0, y0 = np.floor(pts.min(0)).astype(int) - pad
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + pad
+    return max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
+
+
+def warp_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
+    """``cv2.warpAffine`` of ``frame`` by ``place.matrix(size)`` (bilinear, zero border). When the
+    square is more than twice the input size, its window is first shrunk with INTER_AREA so that
+    the warp only rotates and fine-scales (no aliasing from skipping pixels)."""
+    m = place.matrix(size)
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = _bounds(place, h, w)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((size, size, 3), frame.dtype)
+    region = frame[y0:y1, x0:x1]
+    # window coordinates: x_win = x - x0
+    m = m.copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    k = size / place.side
+    if k < 0.5:
+        rw, rh = max(1, round((x1 - x0) * k * 1.5)), max(1, round((y1 - y0) * k * 1.5))
+        sx, sy = rw / (x1 - x0), rh / (y1 - y0)
+        region = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
+        # small index u = (x + 0.5)·s - 0.5  ->  x = (u + 0.5) / s - 0.5
+        inv = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
+        m = m @ inv
+    return cv2.warpAffine(region, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+def warp_labels(labels: np.ndarray, place: Placement, h: int, w: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Labels (n×n) warped back onto the frame window that ``place`` covers (nearest, 0 outside
+    the square); returns the window's labels and its (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = _bounds(place, h, w)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), labels.dtype), (x0, y0, x0, y0)
+    m = place.matrix(labels.shape[0]).copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    part = cv2.warpAffine(labels, m, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return part, (x0, y0, x1, y1)
+
+
 def letterbox_placement(h: int, w: int) -> Placement:
     """The whole frame centred in a square (``--mode full``): faces keep their proportions."""
     side = max(h, w)
     return Placement((w - side) // 2, (h - side) // 2, side)
 
 
-def to_input(crops_bgr: list[np.ndarray], spec: dict) -> np.ndarray:
-    """Stack square BGR crops into the graph's input contract (uint8 NHWC or float NCHW RGB)."""
-    batch = np.stack(crops_bgr)
-    if spec.get("dtype") == "uint8":
-        return batch if spec.get("color", "bgr") == "bgr" else np.ascontiguousarray(batch[..., ::-1])
-    rgb = batch[..., ::-1].transpose(0, 3, 1, 2)
-    dtype = np.float16 if spec.get("dtype") == "float16" else np.float32
-    return np.ascontiguousarray(rgb, dtype=dtype) * dtype(1 / 255)
+def _aligned_part(labels: np.ndarray, place: Placement, h: int, w: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The in-frame window of an axis-aligned placement and its labels resized nearest to ``side``."""
+    s, n = int(place.side), labels.shape[0]
+    x0, y0 = int(place.x0), int(place.y0)
+    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return np.zeros((0, 0), labels.dtype), (fx0, fy0, fx0, fy0)
+    # Nearest-neighbour source index of every in-frame output pixel (what cv2.resize computes),
+    # applied to the in-frame window only: no side×side intermediate.
+    ys = np.minimum(((np.arange(fy0, fy1) - y0) * n) // s, n - 1)
+    xs = np.minimum(((np.arange(fx0, fx1) - x0) * n) // s, n - 1)
+    return labels.take(ys, axis=0).take(xs, axis=1), (fx0, fy0, fx1, fy1)
 
 
 def paste_labels(target: np.ndarray, labels: np.ndarray, place: Placement) -> None:
-    """Write the in-frame part of a square label map (resized nearest to ``place.side``) into
-    ``target``; only foreground overwrites, so overlapping faces do not erase each other."""
+    """Write the in-frame part of a square label map (resized nearest to ``place.side``, or warped
+    back nearest by the inverse of ``place.matrix`` when rotated) into ``target``; only foreground
+    overwrites."""
     h, w = target.shape
-    s, n = place.side, labels.shape[0]
-    fx0, fy0, fx1, fy1 = max(place.x0, 0), max(place.y0, 0), min(place.x0 + s, w), min(place.y0 + s, h)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return
-    # Nearest-neighbour source index of every in-frame output pixel (what cv2.resize computes),
-    # applied to the in-frame window only: no side×side intermediate.
-    ys = np.minimum(((np.arange(fy0, fy1) - place.y0) * n) // s, n - 1)
-    xs = np.minimum(((np.arange(fx0, fx1) - place.x0) * n) // s, n - 1)
-    part = labels.take(ys, axis=0).take(xs, axis=1)
-    np.copyto(target[fy0:fy1, fx0:fx1], part, where=part > 0)
+    part, (fx0, fy0, fx1, fy1) = (_aligned_part if place.axis_aligned else warp_labels)(labels, place, h, w)
+    if part.size:
+        np.copyto(target[fy0:fy1, fx0:fx1], part, where=part > 0)
+
+def ownership(place: Placement, window: tuple[int, int, int, int]) -> np.ndarray:
+    """How central each pixel of ``window`` is in ``place``'s square: the larger of |u|, |v| with
+    (u, v) the pixel in the square's own coordinates scaled to [-1, 1] (inside: ≤ 1)."""
+    x0, y0, x1, y1 = window
+    m = place.matrix(2)  # input coordinates at size 2: centre at 0.5, edges at -0.5 and 1.5
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    u = m[0, 0] * xs + m[0, 1] * ys + (m[0, 2] - 0.5)
+    v = m[1, 0] * xs + m[1, 1] * ys + (m[1, 2] - 0.5)
+    return np.maximum(np.abs(u), np.abs(v))
+
+
+def assemble_labels(shape: tuple[int, ...], labels: np.ndarray, places: list[Placement]) -> np.ndarray:
+    """One frame-sized label map from per-square labels. One square: pasted directly. Several
+    squares that overlap: each pixel takes the label of the square it is most central in (its
+    owner); where the owner says background, another square's foreground fills it."""
+    h, w = shape[:2]
+    out = np.zeros((h, w), dtype=np.uint8)
+    if len(places) <= 1:
+        for lab, p in zip(labels, places):
+            paste_labels(out, lab, p)
+        return out
+    best = np.full((h, w), np.inf, dtype=np.float32)
+    parts = []
+    for lab, p in zip(labels, places):
+        part, win = (_aligned_part if p.axis_aligned else warp_labels)(lab, p, h, w)
+        if not part.size:
+            continue
+        own = ownership(p, win)
+        x0, y0, x1, y1 = win
+        sel = own < best[y0:y1, x0:x1]
+        np.copyto(out[y0:y1, x0:x1], part, where=sel)
+        np.copyto(best[y0:y1, x0:x1], own, where=sel)
+        parts.append((part, win))
+    for part, (x0, y0, x1, y1) in parts:  # background of the owner: another face's foreground
+        np.copyto(out[y0:y1, x0:x1], part, where=(out[y0:y1, x0:x1] == 0) & (part > 0))
+    return out

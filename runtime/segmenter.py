@@ -7,33 +7,50 @@
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from msf.errors import MsfError
+from msf.frames import to_input
 from msf.runtime.backends import Backend, create_backend
-from msf.runtime.preprocess import Placement, letterbox_placement, paste_labels, square_crop, to_input
+from msf.runtime.preprocess import Placement, assemble_labels, letterbox_placement, square_crop
 
-MODES = ("full", "face")
+MODES = ("auto", "full", "face")
+# --mode auto parses the whole frame when it is a face close-up like the training images: a face
+# whose aligned crop covers the letterboxed frame with IoU ≥ this. Measured with
+# benchmarks/measure_face_template.py: IoU ≥ 0.74 on 99 % of the 800 training faces (median 0.92);
+# a face of 200-520 px in a 1280×720 frame has IoU ≤ 0.17.
+AUTO_FULL_IOU = 0.5
 
 
 class Segmenter:
     """Frames in, label maps out. ``mode="full"`` parses the whole (letterboxed) frame;
-    ``mode="face"`` finds every face, parses square crops as one batch and pastes them back."""
+    ``mode="face"`` finds every face (YuNet), warps each onto the training images' alignment,
+    parses the crops as one batch and pastes the labels back; ``mode="auto"`` is face mode, except
+    that a frame that already is a face close-up (like the training images: a face whose aligned
+    square covers the frame's letterbox square with IoU ≥ ``AUTO_FULL_IOU``) is parsed whole.
+
+    ``smooth`` = A averages class probabilities over time, p = A·p_prev + (1-A)·p_now: over the
+    whole frame in full mode, per tracked face in its aligned crop in face mode (a new face starts
+    fresh), and in auto mode whichever of the two the frame used.
+    """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int = 512, smooth: float = 0.0, cuda_graphs: bool = False,
-                 detect_every: int = 1) -> None:
+                 detect_every: int = 1, detect_size: int = 320, detect_score: float = 0.6) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:
             raise MsfError(f"detect_every must be at least 1, not {detect_every}")
         if not 0.0 <= smooth < 1.0:
             raise MsfError(f"smoothing must be in [0, 1), not {smooth}")
-        if smooth and mode != "full":
-            raise MsfError("temporal smoothing needs --mode full (face crops move between frames)")
+        if mode != "full":  # load the detector now: a missing or unloadable file fails before any frame
+            from msf.runtime.faces import YuNetDetector
+
+            YuNetDetector(detect_size, detect_score)
         # Smoothing averages class probabilities over time, so the graph must return logits.
         self.backend: Backend = create_backend(model, backend, device=device, threads=threads,
                                                spinning=spinning, fp16=fp16, size=size,
@@ -42,22 +59,52 @@ class Segmenter:
             raise MsfError("temporal smoothing needs a model that returns logits (a checkpoint, or an ONNX "
                            "exported with --head logits)")
         self.smooth = smooth
-        self._probs: dict[int, np.ndarray] = {}  # per stream: smoothed class probabilities
+        self._probs: dict[object, np.ndarray] = {}  # per stream (and face): smoothed class probabilities
         self.mode = mode
         self.size = self.backend.size
-        self.trackers: dict[int, object] = {}  # face mode: one tracker per stream
-        self.detect_every = detect_every
+        self.trackers: dict[int, object] = {}  # face/auto mode: one tracker per stream
+        self.detect_every, self.detect_size, self.detect_score = detect_every, detect_size, detect_score
+        # smoothing keys (stream, face track id or "full") of each frame's squares, queued by
+        # placements() and consumed in the same order by infer()
+        self._keys: dict[int, deque] = {}
+        self._cur: dict[int, list] = {}
 
     def placements(self, frame: np.ndarray, stream: int = 0) -> list[Placement]:
-        """The squares of ``frame`` the model will see (one letterbox, or one per face); face
-        boxes are tracked and smoothed per ``stream`` (call in frame order for each stream)."""
+        """The squares of ``frame`` the model will see (one letterbox, or one aligned square per
+        face); faces are tracked and smoothed per ``stream`` (call in frame order for each stream)."""
+        full = [letterbox_placement(*frame.shape[:2])]
         if self.mode == "full":
-            return [letterbox_placement(*frame.shape[:2])]
+            return self._queue(stream, full, ["full"])
         if stream not in self.trackers:
             from msf.runtime.faces import FaceTracker
 
-            self.trackers[stream] = FaceTracker(detect_every=self.detect_every)
-        return self.trackers[stream].update(frame)
+            self.trackers[stream] = FaceTracker(detect_every=self.detect_every, detect_size=self.detect_size,
+                                                score_threshold=self.detect_score, size=self.size)
+        tracker = self.trackers[stream]
+        places = tracker.update(frame)
+        if self.mode == "auto" and places:
+            from msf.runtime.align import square_iou
+
+            if max(square_iou(p, full[0]) for p in places) >= AUTO_FULL_IOU:
+                return self._queue(stream, full, ["full"])
+        return self._queue(stream, places, tracker.track_ids)
+
+    def _queue(self, stream: int, places: list[Placement], keys: list) -> list[Placement]:
+        if self.smooth:
+            self._keys.setdefault(stream, deque()).append([(stream, k) for k in keys])
+            live = {(stream, k) for k in keys}
+            for k in [k for k in self._probs if isinstance(k, tuple) and k[0] == stream and k not in live]:
+                self._probs.pop(k, None)  # a face that left (or a switch between full and face)
+        return places
+
+    def _key(self, stream: int) -> object:
+        """Smoothing key of the next crop of ``stream`` (falls back to the stream itself)."""
+        while not self._cur.get(stream):
+            pending = self._keys.get(stream)
+            if not pending:
+                return stream
+            self._cur[stream] = pending.popleft()
+        return self._cur[stream].pop(0)
 
     def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
         return [square_crop(frame, p, self.size) for p in places]
@@ -74,10 +121,11 @@ class Segmenter:
             return np.concatenate(outs)
         logits = np.concatenate([self.backend.infer(to_input(crops[i:i + step], self.backend.input_spec))
                                  for i in range(0, len(crops), step)])
-        return self._smoothed_labels(logits, streams or [0] * len(crops))
+        return self._smoothed_labels(logits, [self._key(s) for s in (streams or [0] * len(crops))])
 
-    def _smoothed_labels(self, logits: np.ndarray, streams: list[int]) -> np.ndarray:
-        """Exponential moving average of softmax probabilities per stream, then argmax."""
+    def _smoothed_labels(self, logits: np.ndarray, streams: list) -> np.ndarray:
+        """Exponential moving average of softmax probabilities per key (stream, or stream and
+        face), then argmax."""
         out = np.empty((len(logits),) + logits.shape[2:], dtype=np.uint8)
         for k, (lg, s) in enumerate(zip(logits, streams)):
             e = np.exp(lg - lg.max(axis=0, keepdims=True))
@@ -91,11 +139,9 @@ class Segmenter:
 
     @staticmethod
     def assemble(shape: tuple[int, ...], labels: np.ndarray, places: list[Placement]) -> np.ndarray:
-        """One frame-sized label map from per-square labels."""
-        out = np.zeros(shape[:2], dtype=np.uint8)
-        for lab, p in zip(labels, places):
-            paste_labels(out, lab, p)
-        return out
+        """One frame-sized label map from per-square labels (inverse warp, nearest; overlapping
+        faces: each pixel from the square it is most central in)."""
+        return assemble_labels(shape, labels, places)
 
     def predict(self, frame_bgr: np.ndarray) -> np.ndarray:
         """H×W uint8 class ids for one BGR frame (OpenCV's channel order)."""
@@ -117,3 +163,10 @@ class Segmenter:
 
     def describe(self) -> str:
         return self.backend.describe()
+
+    def warmup(self, crops: list[np.ndarray]) -> None:
+        """Run the backend once on square ``crops`` (blank ones will do) without touching any
+        stream's state, so one-off costs (first run, autotuning, graph capture) are paid now."""
+        step = self.backend.max_batch or len(crops)
+        for i in range(0, len(crops), step):
+            self.backend.infer(to_input(crops[i:i + step], self.backend.input_spec))

@@ -19,3 +19,17 @@ def test_wheel_ships_weights_and_namespaces(tmp_path):
     assert "msf/weights/microsegformer.pt" in names and "msf/weights/MODEL_CARD.md" in names
     assert "msf/export/rewrite.py" in names and "msf/runtime/timing.py" in names
     assert not any(n.startswith(("export/", "runtime/", "tests/")) for n in names)  # no top-level collisions
+    for f in ("yunet_n_320_320.onnx", "LICENSE", "README.md"):  # the face detector ships with its licence
+        assert f"msf/models/yunet/{f}" in names
+
+
+def test_face_detector_file_is_tracked_and_found():
+    """The detector ONNX is not git-ignored (``*.onnx`` is) and the runtime reads it from the package."""
+    from msf.runtime.faces import YUNET_FILE
+
+    assert YUNET_FILE.is_file() and YUNET_FILE.parent == ROOT / "msf" / "models" / "yunet"
+    assert "Apache License" in (YUNET_FILE.parent / "LICENSE").read_text()
+    r = subprocess.run(["git", "check-ignore", "-q", str(YUNET_FILE)], cwd=ROOT, capture_output=True)
+    if r.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert r.returncode == 1, "msf/models/yunet/*.onnx is ignored by .gitignore"

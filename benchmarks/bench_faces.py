@@ -1,0 +1,300 @@
+"""Face mode measured like a user sees it: the labeled validation faces placed into 1280×720 footage.
+
+Each validation face of the shipped checkpoint (the 100 names it records; they were never trained
+on) is placed into 1280×720 frames: crop side drawn from 200-520 px, rotation within ±20°, random
+position (fully inside the frame) and a random smooth background, held for ``--hold`` frames, in
+one seeded sequence. ``msf.runtime.Segmenter`` runs over the sequence in frame order (tracking
+on) with ONNX Runtime CPU at 512² input, and for each held frame we score:
+
+- parsed: the face counts as parsed when the predicted foreground covers ≥ 50 % of the ground
+  truth foreground inside the placed crop;
+- F: the CE7454 F-score (mean F1 over the classes present) on the pixels inside the placed crop,
+  against the aligned F of the same weights on the same 512² faces (full mode, no placement);
+- spill: labelled pixels outside the placed crop as a share of all labelled pixels;
+- detection ms: time of ``Segmenter.placements`` per frame (detector + tracking);
+- end-to-end FPS of the msf-video pipeline (decode -> detect/crop -> infer -> paste -> render ->
+  H.264 encode) on a clip of the footage, face mode against full mode at the same input size.
+
+It only uses the Segmenter API that the code before the YuNet detector also had, so the "before"
+numbers come from the same script run against an older checkout:
+
+    python benchmarks/bench_faces.py [--quick] [--label after]
+    git archive <commit> | tar -x -C /tmp/msf-before && ln -s ../runtime /tmp/msf-before/msf/runtime \\
+        && ln -s ../export /tmp/msf-before/msf/export
+    PYTHONPATH=/tmp/msf-before python benchmarks/bench_faces.py --label before
+
+Writes benchmarks/results/faces_<label>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+W, H = 1280, 720
+
+
+def validation_faces(root: Path, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, 512² BGR image, 512² label mask) of the shipped checkpoint's validation faces."""
+    from msf.checkpoint import checkpoint_metadata
+    from msf.data import list_samples, read_mask
+
+    val = set(checkpoint_metadata().get("val_names") or [])
+    if not val:
+        raise SystemExit("bench_faces: the shipped checkpoint records no validation names")
+    samples = [s for s in list_samples(root) if s.name in val][:limit]
+    return [(s.name, cv2.imread(str(s.image)), read_mask(s.mask)) for s in samples]
+
+
+def crop_matrix(cx: float, cy: float, side: float, angle: float, size: int) -> np.ndarray:
+    """2×3 frame -> crop (size²) pixel-index matrix of a square of ``side`` centred at (cx, cy),
+    rotated ``angle`` degrees counter-clockwise on screen (written here independently of msf)."""
+    k = size / side
+    c, s = math.cos(math.radians(angle)) * k, math.sin(math.radians(angle)) * k
+    lin = np.array([[c, -s], [s, c]])
+    off = size / 2 - 0.5 - lin @ np.array([cx - 0.5, cy - 0.5])
+    return np.hstack([lin, off[:, None]])
+
+
+def background(rng: np.random.Generator) -> np.ndarray:
+    """A random smooth colour background with a little fine noise."""
+    small = rng.uniform(0, 255, (rng.integers(3, 10), rng.integers(4, 16), 3)).astype(np.float32)
+    bg = cv2.resize(small, (W, H), interpolation=cv2.INTER_CUBIC)
+    bg += rng.normal(0, 6, (H, W, 3)).astype(np.float32)
+    return np.clip(bg, 0, 255).astype(np.uint8)
+
+
+def place_face(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> dict:
+    """One 1280×720 frame with ``img`` placed at a random side (200-520 px), angle (±20°) and
+    position; returns the frame, the ground-truth labels and the inside-the-crop mask."""
+    side = float(rng.uniform(200, 520))
+    angle = float(rng.uniform(-20, 20))
+    half = side / 2 * (abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle))))
+    cx, cy = float(rng.uniform(half, W - half)), float(rng.uniform(half, H - half))
+    n = max(1, round(side))
+    face = cv2.resize(img, (n, n), interpolation=cv2.INTER_AREA)  # antialiased, then only rotated
+    lab = cv2.resize(mask, (n, n), interpolation=cv2.INTER_NEAREST)
+    m = crop_matrix(cx, cy, side, angle, n)
+    flags = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(face, m, (W, H), flags=cv2.INTER_LINEAR | flags)
+    gt = cv2.warpAffine(lab, m, (W, H), flags=cv2.INTER_NEAREST | flags)
+    inside = cv2.warpAffine(np.ones((n, n), np.uint8), m, (W, H), flags=cv2.INTER_NEAREST | flags) > 0
+    frame = background(rng)
+    frame[inside] = warped[inside]
+    return {"frame": frame, "gt": gt, "inside": inside, "side": side, "angle": angle, "center": (cx, cy)}
+
+
+def make_footage(faces: list, hold: int, seed: int) -> list[dict]:
+    """The seeded sequence: each face placed once and held for ``hold`` frames."""
+    rng = np.random.default_rng(seed)
+    shots = [place_face(img, mask, rng) for _, img, mask in faces]
+    return [dict(s, shot=i, held=k) for i, s in enumerate(shots) for k in range(hold)]
+
+
+def score_frame(pred: np.ndarray, shot: dict) -> dict:
+    from msf.metrics import ce7454_fscore
+
+    inside, gt = shot["inside"], shot["gt"]
+    p_in, g_in = pred[inside], gt[inside]
+    fg_gt = g_in > 0
+    covered = np.count_nonzero((p_in > 0) & fg_gt) / max(1, np.count_nonzero(fg_gt))
+    return {"parsed": covered >= 0.5, "f": ce7454_fscore(g_in, p_in),
+            "spill_px": int(np.count_nonzero((pred > 0) & ~inside)), "label_px": int(np.count_nonzero(pred))}
+
+
+def new_segmenter(mode: str, threads: int, **kw):
+    from msf.runtime.segmenter import Segmenter
+
+    try:
+        return Segmenter(mode=mode, threads=threads, **kw)
+    except TypeError:  # an older msf without the detector options
+        if kw:
+            return None
+        raise
+
+
+def run_footage(seg, footage: list[dict]) -> dict:
+    """Face mode over the sequence, frame by frame in order; per-frame scores and detection ms."""
+    rows, det_ms = [], []
+    for shot in footage:
+        frame = shot["frame"]
+        t0 = time.perf_counter()
+        places = seg.placements(frame)
+        det_ms.append((time.perf_counter() - t0) * 1000)
+        labels = seg.infer(seg.crops(frame, places), [0] * len(places))
+        pred = seg.assemble(frame.shape, labels, places)
+        rows.append(score_frame(pred, shot))
+    spill = sum(r["spill_px"] for r in rows) / max(1, sum(r["label_px"] for r in rows))
+    parsed = [r["f"] for r in rows if r["parsed"]]
+    return {"frames": len(rows), "parsed_rate": float(np.mean([r["parsed"] for r in rows])),
+            "f_mean": float(np.mean([r["f"] for r in rows])),
+            "f_mean_parsed": float(np.mean(parsed)) if parsed else 0.0, "spill": spill,
+            "detect_ms_mean": float(np.mean(det_ms)), "detect_ms_p50": float(np.median(det_ms))}
+
+
+def detection_sweep(footage: list[dict], sizes: list[int], threads: int) -> list[dict]:
+    """Recall (a placement centred inside the placed crop, side within 0.5-2×) and detector ms per
+    frame at several detector input sizes (detection only, no inference)."""
+    out = []
+    for size in sizes:
+        seg = new_segmenter("face", threads, detect_size=size)
+        if seg is None:
+            return []
+        hits, ms = 0, []
+        for shot in footage:
+            t0 = time.perf_counter()
+            places = seg.trackers[0].detect(shot["frame"]) if 0 in seg.trackers else None
+            if places is None:
+                seg.placements(shot["frame"])  # creates the tracker
+                t0 = time.perf_counter()
+                places = seg.trackers[0].detect(shot["frame"])
+            ms.append((time.perf_counter() - t0) * 1000)
+            cx, cy = shot["center"]
+            for f in places:
+                x, y, w, h = f.box
+                if abs(x + w / 2 - cx) < shot["side"] / 2 and abs(y + h / 2 - cy) < shot["side"] / 2:
+                    hits += 1
+                    break
+        out.append({"detect_size": size, "recall": hits / len(footage), "detect_ms_mean": float(np.mean(ms))})
+        print(f"detect size {size}: recall {out[-1]['recall']:.3f}, {out[-1]['detect_ms_mean']:.1f} ms",
+              file=sys.stderr)
+    return out
+
+
+def aligned_f(faces: list, threads: int) -> tuple[float, float | None]:
+    """Mean CE7454 F of the same weights on the aligned 512² faces (full mode), and the share of
+    them that ``--mode auto`` parses whole (None where this msf has no auto mode)."""
+    from msf.metrics import ce7454_fscore
+
+    seg = new_segmenter("full", threads)
+    f = float(np.mean([ce7454_fscore(mask, seg.predict(img)) for _, img, mask in faces]))
+    try:
+        auto = new_segmenter("auto", threads)
+    except Exception:  # noqa: BLE001  (an older msf: no auto mode)
+        return f, None
+    whole = 0
+    for k, (_, img, _) in enumerate(faces):
+        places = auto.placements(img, stream=k)  # a fresh stream each: no tracking across faces
+        whole += len(places) == 1 and places[0].side == 512 and places[0].x0 == 0
+    return f, whole / len(faces)
+
+
+def end_to_end(footage: list[dict], frames: int, threads: int, batch: int) -> dict:
+    """msf-video pipeline FPS on a clip of the first ``frames`` footage frames, full vs face mode."""
+    from msf.runtime.pipeline import Job, PipelineConfig, run_pipeline
+    from msf.runtime.sinks import VideoSink
+    from msf.runtime.sources import open_source
+    from msf.runtime.stats import PipelineStats
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "footage.mp4"
+        vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (W, H))
+        for shot in footage[:frames]:
+            vw.write(shot["frame"])
+        vw.release()
+        for mode in ("full", "face"):
+            seg = new_segmenter(mode, threads)
+            src = open_source(str(clip))
+            job = Job(src, VideoSink(Path(tmp) / f"{mode}.mp4", src.fps, (W, H)))
+            stats = PipelineStats()
+            try:
+                run_pipeline(seg, [job], PipelineConfig(batch=batch), stats)
+            finally:
+                job.video.close()
+                src.close()
+            s = stats.summary()
+            out[mode] = {"fps": s["fps"], "frames": s["frames"],
+                         "preprocess_p50_ms": s["stages"]["preprocess"]["p50_ms"]}
+            print(f"end to end, {mode} mode: {s['fps']:.2f} FPS", file=sys.stderr)
+    out["face_over_full"] = out["face"]["fps"] / out["full"]["fps"]
+    return out
+
+
+def markdown(res: dict) -> str:
+    f = res["footage"]
+    lines = [f"### face mode on placed validation faces ({res['label']})", "",
+             f"{res['date']} · {res['cpu']} · {res['cores']} cores · OpenCV {res['opencv']} · msf at "
+             f"{res['msf_path']} · {res['faces']} faces × {res['hold']} held frames, seed {res['seed']}"
+             + (" · machine shared with other jobs" if res.get("shared") else ""), "",
+             "| metric | value |", "|---|---|",
+             f"| faces parsed in held frames | {f['parsed_rate']:.1%} |",
+             f"| F inside the placed crop (all held frames) | {f['f_mean']:.4f} |",
+             f"| F inside the placed crop (parsed frames) | {f['f_mean_parsed']:.4f} |",
+             f"| aligned F, same weights, same faces | {res['aligned_f']:.4f} |",
+             f"| F / aligned F | {f['f_mean'] / res['aligned_f']:.3f} |",
+             f"| labels spilled outside the crop | {f['spill']:.2%} |",
+             f"| detection + tracking ms per 720p frame (mean / p50) | {f['detect_ms_mean']:.1f} / "
+             f"{f['detect_ms_p50']:.1f} |"]
+    if res.get("auto_whole") is not None:
+        lines.append(f"| aligned 512² faces that --mode auto parses whole | {res['auto_whole']:.0%} |")
+    e = res.get("end_to_end")
+    if e:
+        lines.append(f"| end-to-end FPS, full / face mode ({e['face']['frames']} frames) | {e['full']['fps']:.2f} / "
+                     f"{e['face']['fps']:.2f} (face = {e['face_over_full']:.2f}× full) |")
+    if res.get("sweep"):
+        lines += ["", "| detector input (long side) | recall | detector ms per frame |", "|---|---|---|"]
+        lines += [f"| {s['detect_size']} | {s['recall']:.1%} | {s['detect_ms_mean']:.1f} |" for s in res["sweep"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20 faces, 3 held frames, no size sweep (~1 min)")
+    ap.add_argument("--faces", type=int, help="validation faces to place (default 100)")
+    ap.add_argument("--hold", type=int, help="frames each placement is held (default 4)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--e2e-frames", type=int, help="frames of the end-to-end clip (default 80; quick 24)")
+    ap.add_argument("--label", default="after", help="names the result files: faces_<label>")
+    ap.add_argument("--shared", action="store_true", help="note that the machine was shared in the result")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args()
+    from msf.paths import data_root
+
+    root = data_root()
+    if root is None:
+        sys.exit("bench_faces: needs the face data (MSF_DATA or ../shared/data/faces)")
+    n_faces = args.faces or (20 if args.quick else 100)
+    hold = args.hold or (3 if args.quick else 4)
+    threads = os.cpu_count() or 1
+    faces = validation_faces(root, n_faces)
+    footage = make_footage(faces, hold, args.seed)
+    t0 = time.perf_counter()
+    import msf
+
+    res = {"label": args.label, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "opencv": cv2.__version__,
+           "msf_path": str(Path(msf.__file__).parent.parent), "faces": len(faces), "hold": hold,
+           "seed": args.seed, "shared": args.shared, "threads": threads}
+    res["aligned_f"], res["auto_whole"] = aligned_f(faces, threads)
+    print(f"aligned F {res['aligned_f']:.4f}", file=sys.stderr)
+    res["footage"] = run_footage(new_segmenter("face", threads), footage)
+    print(json.dumps(res["footage"]), file=sys.stderr)
+    res["sweep"] = [] if args.quick else detection_sweep(footage, [320, 480, 640], threads)
+    res["end_to_end"] = end_to_end(footage, args.e2e_frames or (24 if args.quick else 80), threads, 4)
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    md = markdown(res)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"faces_{args.label}{'_quick' if args.quick else ''}"
+    for path, text in ((stem.with_suffix(".json"), json.dumps(res, indent=1)), (stem.with_suffix(".md"), md)):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Re-measure the face-alignment constants of ``msf/runtime/align.py`` (``TEMPLATE``, ``BOX_CENTER``,
+``BOX_SIDE``) and the numbers behind the ``--mode auto`` rule: run the shipped YuNet detector on the
+training faces of the data root (the shipped checkpoint's validation names left out) and print
+where the 5 landmarks and the box sit as fractions of the 512² crop.
+
+    python benchmarks/measure_face_template.py [--limit N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from msf.checkpoint import checkpoint_metadata
+from msf.data import list_samples
+from msf.paths import data_root
+from msf.runtime.align import TEMPLATE, Placement, aligned_placement, square_iou
+from msf.runtime.faces import YuNetDetector
+
+
+def training_images(root, limit: int | None = None) -> list:
+    """The labeled faces the shipped weights were trained on (its validation names excluded)."""
+    val = set(checkpoint_metadata().get("val_names") or [])
+    samples = [s for s in list_samples(root) if s.name not in val]
+    if limit:
+        samples = samples[:: max(1, len(samples) // limit)][:limit]
+    return samples
+
+
+def measure(samples: list, detect_size: int = 320) -> dict:
+    """Landmark template, box geometry, fit residuals and crop geometry over ``samples``."""
+    det = YuNetDetector(detect_size)
+    lms, boxes, missing = [], [], 0
+    for s in samples:
+        img = cv2.imread(str(s.image))
+        faces = det(img)
+        if not faces:
+            missing += 1
+            continue
+        f = max(faces, key=lambda f: f.box[2] * f.box[3])
+        n = img.shape[1]
+        lms.append((f.landmarks + 0.5) / n)
+        x, y, w, h = f.box
+        boxes.append(((x + w / 2) / n, (y + h / 2) / n, max(w, h) / n))
+    lms_a, boxes_a = np.array(lms), np.array(boxes)
+    template = lms_a.mean(0)
+    resid, sides, angles, ious = [], [], [], []
+    whole = Placement(0, 0, 512)
+    for lm in lms_a:
+        place, r = aligned_placement(lm * 512 - 0.5, 512, template)
+        resid.append(r)
+        sides.append(place.side / 512)
+        angles.append(place.angle)
+        ious.append(square_iou(place, whole))
+    q = lambda v, p: float(np.percentile(v, p))  # noqa: E731
+    return {"images": len(samples), "detected": len(lms), "missing": missing,
+            "template": template.round(4).tolist(), "template_std": lms_a.std(0).round(4).tolist(),
+            "box_center": boxes_a[:, :2].mean(0).round(4).tolist(), "box_side": round(float(boxes_a[:, 2].mean()), 4),
+            "residual_p50": q(resid, 50), "residual_p99": q(resid, 99), "residual_max": float(np.max(resid)),
+            "crop_side_p1": q(sides, 1), "crop_side_p50": q(sides, 50), "crop_side_p99": q(sides, 99),
+            "angle_p1": q(angles, 1), "angle_p99": q(angles, 99),
+            "iou_with_frame_p1": q(ious, 1), "iou_with_frame_p50": q(ious, 50)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, help="measure on N training faces spread over the set")
+    ap.add_argument("--detect-size", type=int, default=320)
+    ap.add_argument("--json", help="also write the numbers here")
+    args = ap.parse_args()
+    root = data_root()
+    if root is None:
+        sys.exit("measure_face_template: needs the face data (MSF_DATA or ../shared/data/faces)")
+    res = measure(training_images(root, args.limit), args.detect_size)
+    res["shipped_template"] = TEMPLATE.round(4).tolist()
+    print(json.dumps(res, indent=1))
+    if args.json:
+        from msf.atomic import atomic_write
+
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=1)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Face mode: the geometry spec, YuNet detection and alignment on real faces, tracking, auto mode,
+and a small version of benchmarks/bench_faces.py (validation faces placed into 720p frames)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from msf.errors import MsfError
+from msf.runtime.align import TEMPLATE, Placement, fit_similarity, square_iou
+from msf.runtime.faces import Face, FaceTracker, OneEuro, YuNetDetector
+from msf.runtime.preprocess import assemble_labels, paste_labels, square_crop, warp_crop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _bench("bench_faces")
+
+
+@pytest.fixture(scope="module")
+def val_faces(faces_root, bench):
+    return bench.validation_faces(faces_root, 8)
+
+
+def test_matrix_is_the_axis_aligned_resize_and_round_trips():
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (300, 400, 3), np.uint8), (9, 9), 3)
+    for place in (Placement(10, 20, 200), Placement(-30, 50, 256), Placement(0, -50, 400)):
+        exact, warped = square_crop(frame, place, 256).astype(int), warp_crop(frame, place, 256).astype(int)
+        assert np.abs(exact - warped)[8:-8, 8:-8].mean() < 1.0  # same geometry, other interpolation
+    assert Placement(3, 4, 10).axis_aligned and not Placement(3, 4, 10, 5.0).axis_aligned
+    np.testing.assert_allclose(Placement(0, 0, 512).matrix(512), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    p = Placement(50.3, 40.7, 180.5, 17.0)
+    q = Placement.from_matrix(p.matrix(512), 512)
+    np.testing.assert_allclose([q.x0, q.y0, q.side, q.angle], [p.x0, p.y0, p.side, p.angle], atol=1e-9)
+    # the square's top-left corner lands on the input's top-left edge
+    corner = p.corners()[0] - 0.5  # continuous edge -> index coordinates
+    np.testing.assert_allclose(p.matrix(512) @ [*corner, 1], [-0.5, -0.5], atol=1e-9)
+
+
+def test_theta_is_the_same_warp_for_torch_affine_grid():
+    """One geometry spec: ``Placement.theta`` + affine_grid/grid_sample = ``warp_crop``'s warpAffine."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (180, 320, 3), np.uint8), (7, 7), 2)
+    p = Placement(60.2, 10.7, 140.5, -14.0)
+    theta = torch.tensor(p.theta(128, frame.shape[:2]), dtype=torch.float64)[None]
+    x = torch.from_numpy(frame.astype(np.float64)).permute(2, 0, 1)[None]
+    grid = torch.nn.functional.affine_grid(theta, [1, 3, 128, 128], align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    ref = warp_crop(frame, p, 128).astype(np.float64)
+    assert np.abs(out[0].permute(1, 2, 0).numpy() - ref)[4:-4, 4:-4].max() < 1.5  # rounding of uint8 only
+
+
+def test_rotated_paste_inverts_the_warp():
+    p = Placement(50.3, 40.7, 180.5, 17.0)
+    lab = np.zeros((512, 512), np.uint8)
+    lab[100:400, 150:350] = 3
+    lab[300:350, 200:300] = 7
+    frame_lab = np.zeros((300, 400), np.uint8)
+    paste_labels(frame_lab, lab, p)
+    back = warp_crop(np.dstack([frame_lab] * 3), p, 512)[..., 0]
+    assert (back == lab)[4:-4, 4:-4].mean() > 0.98
+    assert frame_lab[0, 399] == 0 and set(np.unique(frame_lab)) == {0, 3, 7}
+
+
+def test_fit_similarity_recovers_a_transform():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 100, (5, 2))
+    t = math.radians(12)
+    lin = 1.7 * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    m, resid = fit_similarity(src, src @ lin.T + [4, -9])
+    np.testing.assert_allclose(m, np.hstack([lin, [[4], [-9]]]), atol=1e-9)
+    assert resid < 1e-9
+
+
+def test_overlapping_faces_each_pixel_from_its_most_central_square():
+    a, b = Placement(0, 0, 100), Placement(60, 0, 100)
+    labels = np.stack([np.full((50, 50), 1, np.uint8), np.full((50, 50), 2, np.uint8)])
+    out = assemble_labels((100, 200), labels, [a, b])
+    assert out[50, 40] == 1 and out[50, 120] == 2  # nearer a's / b's centre
+    assert (out[:, 60:100] == 2).mean() > 0.4 and (out[:, 60:100] == 1).mean() > 0.4  # split, not overwritten
+    labels[1, :, :25] = 0  # where b says background, a's foreground fills in
+    assert assemble_labels((100, 200), labels, [a, b])[50, 95] == 1
+
+
+def test_detector_aligns_real_training_faces_like_the_training_crops(face_pairs):
+    det = YuNetDetector()
+    for img_rgb, _ in face_pairs:
+        faces = det(np.ascontiguousarray(img_rgb[..., ::-1]))
+        assert faces, "no face found on a training image"
+        face = max(faces, key=lambda f: f.box[2] * f.box[3])
+        place, aligned = face.placement(512)
+        assert aligned and abs(place.angle) < 12
+        assert square_iou(place, Placement(0, 0, 512)) > 0.7  # the training crop is its own alignment
+
+
+def test_box_fallback_when_landmarks_do_not_fit():
+    good = _lm_face(400, 300, 250)
+    place, aligned = good.placement(512)
+    assert aligned and abs(place.side - 250) < 1 and abs(place.angle) < 1e-6
+    bad = Face(good.box, 0.9, good.landmarks[[3, 1, 2, 0, 4]])  # eyes and mouth swapped: no face
+    place, aligned = bad.placement(512)
+    assert not aligned and place.axis_aligned and 250 < place.side < 300
+
+
+def test_template_constants_re_measure(faces_root):
+    mod = _bench("measure_face_template")
+    res = mod.measure(mod.training_images(faces_root, 40))
+    assert res["detected"] == 40
+    np.testing.assert_allclose(res["template"], TEMPLATE, atol=0.012)
+
+
+def test_detector_file_errors_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(MsfError, match="face detector file missing"):
+        YuNetDetector(model=tmp_path / "none.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(MsfError, match="cannot load the face detector junk.onnx") as exc:
+        YuNetDetector(model=tmp_path / "junk.onnx")
+    assert "\n" not in str(exc.value)
+    from msf.runtime import faces
+    from msf.runtime.segmenter import Segmenter
+
+    monkeypatch.setattr(faces, "YUNET_FILE", tmp_path / "junk.onnx")
+    with pytest.raises(MsfError, match="cannot load the face detector"):
+        Segmenter(mode="auto", backend="null")
+    assert "CascadeClassifier" not in (ROOT / "runtime" / "faces.py").read_text()  # OpenCV 5 has no cascade
+
+
+class _Scripted:
+    """A detector that returns what the test says for each frame."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, 0
+
+    def __call__(self, frame):
+        out = self.script(self.calls, frame)
+        self.calls += 1
+        return out
+
+
+def _lm_face(cx, cy, side):
+    lm = (TEMPLATE - 0.5) * side + [cx, cy] - 0.5
+    return Face((cx - side * 0.37, cy - side * 0.3, side * 0.74, side * 0.74), 0.9, lm)
+
+
+def test_tracker_holds_through_a_blink_and_drops_on_a_cut():
+    rng = np.random.default_rng(2)
+    scene = cv2.GaussianBlur(rng.integers(0, 255, (360, 640, 3), np.uint8), (5, 5), 2)
+    other = cv2.GaussianBlur(rng.integers(0, 255, (360, 640, 3), np.uint8), (5, 5), 2)
+    # frames 0-1 detected, 2-3 missed (same picture: a blink), 4 is a cut with no face
+    det = _Scripted(lambda i, f: [_lm_face(300, 180, 200)] if i < 2 else [])
+    tr = FaceTracker(detector=det, max_missed=3)
+    assert len(tr.update(scene)) == 1 and len(tr.update(scene)) == 1
+    assert len(tr.update(scene)) == 1 and len(tr.update(scene)) == 1  # held
+    assert tr.update(other) == []  # the picture under the track changed: dropped at once
+
+
+def test_tracker_smoothing_damps_jitter_and_follows_motion():
+    rng = np.random.default_rng(3)
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    jitter = [_lm_face(600 + rng.normal(0, 3), 360 + rng.normal(0, 3), 300) for _ in range(30)]
+    raw = FaceTracker(detector=_Scripted(lambda i, f: [jitter[i]]), smoothing=0)
+    smooth = FaceTracker(detector=_Scripted(lambda i, f: [jitter[i]]))
+    xs_raw = [raw.update(frame)[0].center[0] for _ in range(30)]
+    xs_smooth = [smooth.update(frame)[0].center[0] for _ in range(30)]
+    assert np.std(np.diff(xs_smooth[5:])) < 0.5 * np.std(np.diff(xs_raw[5:]))
+    f = OneEuro()
+    out = [f(np.array([20.0 * i])) for i in range(20)]  # fast motion: little lag
+    assert 20 * 19 - out[-1][0] < 25
+
+
+def test_auto_mode_whole_frame_for_close_ups_faces_otherwise(val_faces):
+    from msf.runtime.segmenter import Segmenter
+
+    seg = Segmenter(mode="auto", backend="null")
+    _, img, _ = val_faces[0]
+    assert seg.placements(img, stream=0) == [Placement(0, 0, 512)]  # a training-like close-up: whole
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[200:500, 100:400] = cv2.resize(img, (300, 300), interpolation=cv2.INTER_AREA)
+    (place,) = seg.placements(frame, stream=1)
+    assert 250 < place.side < 380 and 100 < place.x0 + place.side / 2 - 100 < 300
+    assert seg.placements(np.full((720, 1280, 3), 90, np.uint8), stream=2) == []  # no face: nothing
+
+
+def test_face_mode_smoothing_is_per_tracked_face(val_faces):
+    from msf.runtime.segmenter import Segmenter
+
+    seg = Segmenter(mode="face", smooth=0.5)
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[100:400, 100:400] = cv2.resize(val_faces[1][1], (300, 300), interpolation=cv2.INTER_AREA)
+    frame[300:640, 800:1140] = cv2.resize(val_faces[2][1], (340, 340), interpolation=cv2.INTER_AREA)
+    for _ in range(2):
+        labels = seg.predict(frame)
+    assert sorted(k for k in seg._probs) == [(0, 0), (0, 1)]  # one probability map per face
+    assert (labels[200:300, 200:300] == 1).mean() > 0.5 and (labels[420:520, 920:1020] == 1).mean() > 0.5
+
+
+def test_placed_validation_faces_small(bench, val_faces):
+    """benchmarks/bench_faces.py in small: parsed, F near the aligned F, little spill."""
+    footage = bench.make_footage(val_faces, hold=2, seed=0)
+    aligned, whole = bench.aligned_f(val_faces, threads=2)
+    res = bench.run_footage(bench.new_segmenter("face", 2), footage)
+    assert res["parsed_rate"] >= 0.95
+    assert res["f_mean"] >= 0.93 * aligned
+    assert res["spill"] <= 0.04
+    assert whole >= 0.85  # --mode auto parses the aligned faces whole
