@@ -2,7 +2,7 @@
 
 ONNX Runtime CPU, 512² model input, the runtime's default thread settings (all cores, spinning
 off). Clips are made from the data root's unlabeled faces: a 512×512 clip (no resize on the way
-in) and a 1280×720 clip, letterboxed (full mode) and in face mode with the Haar detector run on
+in) and a 1280×720 clip, letterboxed (full mode) and in face mode with the face detector run on
 every frame and on every 3rd frame (``--detect-every 3``). Pure inference = the backend called in a loop
 on prepared inputs; end to end = decode -> preprocess -> infer -> postprocess -> render -> H.264
 encode, through the same pipeline msf-video runs. Writes JSON + Markdown to benchmarks/results/.

@@ -1,8 +1,22 @@
 """The streaming pipeline: read -> preprocess -> infer (batched) -> postprocess -> render -> write.
 
-Readers (one thread per source), inference (one thread; batches whatever frames are ready,
-across sources) and rendering/writing (the calling thread) overlap through bounded queues.
-File sources are processed in order, every frame; live sources drop stale frames upstream.
+Threads, joined by bounded queues so every stage overlaps the others:
+
+- one reader per source: decode, face detection / letterbox, crops (in frame order);
+- one inference thread: batches whatever frames are ready, across sources, and pastes the
+  labels back into frame-sized maps;
+- per source, a render thread (overlay, HUD, mask PNG compression) and a write thread (video
+  encoding, mask files). OpenCV, zlib and PyAV release the GIL, so these really run in parallel
+  with decoding and inference;
+- the calling thread only counts frames (progress bar) and shows the live window.
+
+File sources are processed in order, every frame, with throughput-sized queues; live sources
+use shallow queues (and drop stale frames upstream) so latency stays bounded. The backend is
+warmed up before the clock starts; ``PipelineStats.warmup_ms`` reports how long that took.
+
+With a CUDA backend that can take device tensors (the PyTorch backend), frames stay on the GPU
+from upload to rendered overlay (``msf.runtime.gpu_frames``): cropping, inference, argmax,
+paste-back and blending run there, and only the rendered frame (and labels, for masks) return.
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +37,8 @@ from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
 from msf.runtime.sources import Source
 from msf.runtime.stats import PipelineStats
 
-_END = object()
+_END = object()  # end of one stream (or of the inference thread's output)
+_POLL = 0.1  # s: how often blocked threads look at the stop flag
 
 
 @dataclass
@@ -37,148 +53,336 @@ class Job:
 
 @dataclass
 class PipelineConfig:
+    """``queue_size``: frames buffered between stages (files: deep, for throughput; live: 2).
+    ``warmup``: run the backend once per batch size before the clock starts."""
+
     batch: int = 4
     queue_size: int = 8
     render: RenderOptions = field(default_factory=RenderOptions)
     window: WindowSink | None = None
     max_frames: int | None = None
+    warmup: bool = True
+    device_frames: bool | None = None  # None: on the GPU for CUDA backends that allow it; True/False: force
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+def live_config(sources: int, batch: int = 4, **kw: Any) -> PipelineConfig:
+    """Settings for live sources: one frame waiting per stage and at most one frame per source in
+    a batch, so a frame never waits for later frames of its own source (latency over throughput)."""
+    return PipelineConfig(batch=max(1, min(batch, sources)), queue_size=1, **kw)
+
+
+@dataclass
+class FrameItem:
+    """One frame on its way through the pipeline."""
+
+    stream: int
+    index: int
+    frame: np.ndarray
+    t_capture: float  # perf_counter(): grabbed (live) or read (file)
+    places: list[Any]
+    crops: list[np.ndarray]
+    labels: np.ndarray | None = None
+    rendered: np.ndarray | None = None
+    png: bytes | None = None
+
+
+@dataclass
+class _End:
+    stream: int
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     while not stop.is_set():
         try:
-            q.put(item, timeout=0.1)
+            q.put(item, timeout=_POLL)
             return True
         except queue.Full:
             continue
     return False
 
 
+def _get(q: queue.Queue, stop: threading.Event) -> object | None:
+    """The next item, or None once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            return q.get(timeout=_POLL)
+        except queue.Empty:
+            continue
+    return None
+
+
+class _Stage:
+    """Collects worker threads and the first error any of them raises."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+
+    def spawn(self, fn: Callable[..., None], *args: Any, name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001  (re-raised by the calling thread)
+                self.errors.append(exc)
+                self.stop.set()
+
+        t = threading.Thread(target=run, name=name, daemon=True)
+        self.threads.append(t)
+        return t
+
+
+def warm_up(seg: Segmenter, batch: int) -> float:
+    """Run the backend on blank inputs (batch 1 and ``batch``) so one-off costs (ONNX Runtime's
+    first run, cuDNN autotuning, CUDA graph capture) happen before timing; returns ms taken."""
+    t0 = time.perf_counter()
+    sizes = sorted({1, max(1, batch)})
+    if str(getattr(seg.backend, "device", "cpu")).startswith("cuda"):
+        sizes = list(range(1, max(1, batch) + 1))  # a CUDA graph is captured per batch size
+    blank = np.zeros((seg.size, seg.size, 3), np.uint8)
+    for n in sizes:
+        seg.warmup([blank] * n)
+    return (time.perf_counter() - t0) * 1000
+
+
+def _device_path(seg: Segmenter, cfg: PipelineConfig) -> _DevicePath | None:
+    """The GPU frame path when asked for (or, by default, for a CUDA backend that allows it)."""
+    if cfg.device_frames is False or seg.smooth:
+        return None
+    backend = seg.backend
+    if cfg.device_frames is None and not str(getattr(backend, "device", "cpu")).startswith("cuda"):
+        return None  # CPU backends: no torch import, the OpenCV path
+    from msf.runtime import gpu_frames
+
+    run = gpu_frames.device_infer(backend)
+    if run is None:
+        if cfg.device_frames:
+            raise MsfError(f"{seg.describe()} cannot take frames on its device")
+        return None
+    frames = gpu_frames.TorchFrames(getattr(backend, "device", "cpu"), seg.size)
+    return _DevicePath(frames, run, gpu_frames.model_dtype(backend))
+
+
+@dataclass
+class _DevicePath:
+    frames: Any  # gpu_frames.TorchFrames
+    run: Callable[[Any], Any]
+    dtype: Any
+
+
 def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: PipelineStats,
                  on_frame: Callable[[int], None] | None = None) -> None:
-    """Run every job to its end (or Ctrl-C / error); sinks are left for the caller to close."""
-    q_in: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
-    q_out: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    """Run every job to its end (or Ctrl-C / error / window closed); sinks are left for the
+    caller to close. Every frame a job's video or mask sink received is counted in
+    ``job.written`` and ``stats.frames`` (also after Ctrl-C)."""
+    dev = _device_path(seg, cfg)
+    if cfg.warmup:
+        stats.warmup_ms = warm_up(seg, cfg.batch) if dev is None else _warm_up_device(seg, dev, cfg.batch)
+    stats.start_clock()
+    st = _Stage()
+    stop = st.stop
+    n_live = sum(job.source.live for job in jobs)
+    q_in: queue.Queue = queue.Queue(maxsize=cfg.queue_size * max(1, n_live))  # live: queue_size per source
+    q_render = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
+    q_write = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
+    q_done: queue.Queue = queue.Queue()
+    show = cfg.window is not None
+    # Live sources read a frame only once it has a free place in the inference queue: a frame
+    # never waits, already captured, for room (it would go stale); files read ahead freely.
+    slots = [threading.Semaphore(cfg.queue_size) for _ in jobs]
 
     def reader(j: int, job: Job) -> None:
+        live = job.source.live
         try:
             i = 0
             while not stop.is_set() and (cfg.max_frames is None or i < cfg.max_frames):
-                t0 = time.perf_counter()
+                if live:
+                    while not slots[j].acquire(timeout=_POLL):
+                        if stop.is_set():
+                            return
+                t0, c0 = time.perf_counter(), time.thread_time()
                 frame = job.source.read()
                 if frame is None:
                     break
-                t1 = time.perf_counter()
-                stats.add("read", (t1 - t0) * 1000)
+                t1, c1 = time.perf_counter(), time.thread_time()
+                stats.add("read", (t1 - t0) * 1000, (c1 - c0) * 1000)
                 # Face detection and cropping run here, per source and in order, overlapping inference.
                 places = seg.placements(frame, j)
-                crops = seg.crops(frame, places)
-                stats.add("preprocess", (time.perf_counter() - t1) * 1000)
-                if not _put(q_in, (j, i, frame, t0, places, crops), stop):
-                    break
+                crops = seg.crops(frame, places) if dev is None else []  # device path: cropped on the GPU
+                stats.add("preprocess", (time.perf_counter() - t1) * 1000, (time.thread_time() - c1) * 1000)
+                if not _put(q_in, FrameItem(j, i, frame, job.source.t_capture, places, crops), stop):
+                    return
                 i += 1
-        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
-            errors.append(exc)
-            stop.set()
         finally:
-            _put(q_in, (j, _END, None, 0.0, None, None), stop)
+            _put(q_in, _End(j), stop)
 
     def infer() -> None:
         open_sources = len(jobs)
-        try:
-            while open_sources and not stop.is_set():
+        while open_sources:
+            first = _get(q_in, stop)
+            if first is None:
+                return
+            items = [first]
+            while len(items) < cfg.batch:
                 try:
-                    items = [q_in.get(timeout=0.1)]
+                    items.append(q_in.get_nowait())
                 except queue.Empty:
-                    continue
-                while len(items) < cfg.batch:
-                    try:
-                        items.append(q_in.get_nowait())
-                    except queue.Empty:
-                        break
-                frames = [it for it in items if it[1] is not _END]
-                open_sources -= len(items) - len(frames)
-                if frames:
-                    _infer_batch(seg, frames, q_out, stats, stop)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            stop.set()
-        finally:
-            _put(q_out, _END, stop)
+                    break
+            for it in items:
+                if isinstance(it, FrameItem) and jobs[it.stream].source.live:
+                    slots[it.stream].release()  # its place is free: that source may capture the next frame
+            frames = [it for it in items if isinstance(it, FrameItem)]
+            if frames and dev is None:
+                _infer_batch(seg, frames, stats)
+            elif frames:
+                _infer_batch_device(seg, dev, frames, stats, cfg, draw=[bool(jobs[it.stream].video) or show
+                                                                        for it in frames],
+                                    keep_labels=[jobs[it.stream].masks is not None for it in frames])
+            for it in items:  # frames and end markers in arrival order: each stream stays in order
+                if not _put(q_render[it.stream], it, stop):
+                    return
+                if isinstance(it, _End):
+                    open_sources -= 1
 
-    threads = [threading.Thread(target=reader, args=(j, job), name=f"read-{j}", daemon=True)
-               for j, job in enumerate(jobs)]
-    threads.append(threading.Thread(target=infer, name="infer", daemon=True))
-    for t in threads:
+    def renderer(j: int, job: Job) -> None:
+        draw = job.video is not None or show
+        in_place = job.source.fresh_frames
+        while True:
+            item = _get(q_render[j], stop)
+            if item is None:
+                return
+            if isinstance(item, FrameItem):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                if draw:
+                    hud = None
+                    if cfg.render.hud:
+                        hud = [f"{stats.rolling_fps():5.1f} FPS  {stats.last_latency_ms():5.0f} ms",
+                               f"{seg.describe()}  {seg.mode} {seg.size}px"]
+                    item.rendered = render(item.frame, item.labels, cfg.render, hud, in_place=in_place,
+                                           overlaid=item.rendered)
+                if job.masks is not None:
+                    item.png = job.masks.encode(item.labels)
+                stats.add("render", (time.perf_counter() - t0) * 1000, (time.thread_time() - c0) * 1000)
+            if not _put(q_write[j], item, stop) or isinstance(item, _End):
+                return
+
+    def writer(j: int, job: Job) -> None:
+        while True:
+            item = _get(q_write[j], stop)
+            if item is None or isinstance(item, _End):
+                q_done.put(_End(j))
+                return
+            t0, c0 = time.perf_counter(), time.thread_time()
+            if job.video is not None:
+                job.video.write(item.rendered)
+            if job.masks is not None:
+                job.masks.write_encoded(item.index, item.png)
+            job.written += 1
+            t1 = time.perf_counter()
+            stats.add("write", (t1 - t0) * 1000, (time.thread_time() - c0) * 1000)
+            stats.frame_done((t1 - item.t_capture) * 1000)
+            q_done.put(item if show else j)
+
+    readers = [st.spawn(reader, j, job, name=f"read-{j}") for j, job in enumerate(jobs)]
+    others = [st.spawn(infer, name="infer")]
+    others += [st.spawn(renderer, j, job, name=f"render-{j}") for j, job in enumerate(jobs)]
+    writers = [st.spawn(writer, j, job, name=f"write-{j}") for j, job in enumerate(jobs)]
+    for t in st.threads:
         t.start()
     try:
-        while True:
+        open_jobs = len(jobs)
+        while open_jobs:
             try:
-                item = q_out.get(timeout=0.2)
+                item = q_done.get(timeout=0.2)
             except queue.Empty:
-                if stop.is_set() and not any(t.is_alive() for t in threads):
+                if not any(t.is_alive() for t in writers):
                     break
                 continue
-            if item is _END:
-                break
-            j, i, frame, labels, t_read = item
-            _emit(jobs[j], i, frame, labels, t_read, seg, cfg, stats, stop)
+            if isinstance(item, _End):
+                open_jobs -= 1
+                continue
+            j = item.stream if isinstance(item, FrameItem) else item
+            if show and not cfg.window.write(item.rendered):
+                stop.set()
             if on_frame is not None:
                 on_frame(j)
     finally:
         stop.set()
-        for t in threads:
+        for t in writers:
+            t.join()  # no frame is half-written when the caller closes the sinks
+        for t in readers + others:
             t.join(timeout=5)
         stats.dropped = sum(job.source.dropped for job in jobs)
         stats.finish()
-    if errors:
-        exc = errors[0]
+    if st.errors:
+        exc = st.errors[0]
         if isinstance(exc, MsfError):
             raise exc
         raise MsfError(f"pipeline failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _infer_batch(seg: Segmenter, items: list, q_out: queue.Queue, stats: PipelineStats,
-                 stop: threading.Event) -> None:
-    t1 = time.perf_counter()
-    labels = seg.infer([c for *_, crops in items for c in crops],
-                       [it[0] for it in items for _ in it[5]])
-    t2 = time.perf_counter()
+def _infer_batch(seg: Segmenter, items: list[FrameItem], stats: PipelineStats) -> None:
+    """Infer every crop of ``items`` as one batch; each item gets its frame-sized labels."""
+    t1, c1 = time.perf_counter(), time.thread_time()
+    labels = seg.infer([c for it in items for c in it.crops], [it.stream for it in items for _ in it.crops])
+    t2, c2 = time.perf_counter(), time.thread_time()
     k = 0
-    out = []
-    for j, i, frame, t_read, places, _ in items:
-        out.append((j, i, frame, seg.assemble(frame.shape, labels[k:k + len(places)], places), t_read))
-        k += len(places)
-    t3 = time.perf_counter()
+    for it in items:
+        n = len(it.places)
+        it.labels = seg.assemble(it.frame.shape, labels[k:k + n], it.places)
+        it.crops = []  # no longer needed: free them early
+        k += n
+    t3, c3 = time.perf_counter(), time.thread_time()
     n = len(items)
-    stats.add("infer", (t2 - t1) * 1000 / n)
-    stats.add("postprocess", (t3 - t2) * 1000 / n)
+    stats.add("infer", (t2 - t1) * 1000 / n, (c2 - c1) * 1000)
+    stats.add("postprocess", (t3 - t2) * 1000 / n, (c3 - c2) * 1000)
     stats.batches.append(n)
-    for o in out:
-        if not _put(q_out, o, stop):
-            return
 
 
-def _emit(job: Job, index: int, frame: np.ndarray, labels: np.ndarray, t_read: float, seg: Segmenter,
-          cfg: PipelineConfig, stats: PipelineStats, stop: threading.Event) -> None:
+def _warm_up_device(seg: Segmenter, dev: _DevicePath, batch: int) -> float:
+    """``warm_up`` for the device path: the graph as the pipeline will call it."""
     t0 = time.perf_counter()
-    hud = None
-    if cfg.render.hud:
-        e2e = stats.ms.get("end_to_end")
-        hud = [f"{stats.rolling_fps():5.1f} FPS  {e2e[-1] if e2e else 0:5.0f} ms",
-               f"{seg.describe()}  {seg.mode} {seg.size}px"]
-    out = render(frame, labels, cfg.render, hud) if (job.video or cfg.window) else None
-    t1 = time.perf_counter()
-    if job.video is not None:
-        job.video.write(out)
-    if job.masks is not None:
-        job.masks.write(index, labels)
-    if cfg.window is not None and not cfg.window.write(out):
-        stop.set()
-    job.written += 1
-    t2 = time.perf_counter()
-    stats.add("render", (t1 - t0) * 1000)
-    stats.add("write", (t2 - t1) * 1000)
-    stats.frame_done((t2 - t_read) * 1000)
+    sizes = list(range(1, max(1, batch) + 1)) if dev.frames.cuda else sorted({1, max(1, batch)})
+    import torch
+
+    for n in sizes:
+        blank = torch.zeros((n, seg.size, seg.size, 3), dtype=torch.uint8, device=dev.frames.device)
+        dev.run(dev.frames.to_input(blank, seg.backend.input_spec, _float_dtype(seg, dev)))
+    if dev.frames.cuda:
+        torch.cuda.synchronize(dev.frames.device)
+    return (time.perf_counter() - t0) * 1000
+
+
+def _float_dtype(seg: Segmenter, dev: _DevicePath) -> Any:
+    return dev.dtype if seg.backend.input_spec.dtype != "uint8" else None
+
+
+def _infer_batch_device(seg: Segmenter, dev: _DevicePath, items: list[FrameItem], stats: PipelineStats,
+                        cfg: PipelineConfig, draw: list[bool], keep_labels: list[bool]) -> None:
+    """``_infer_batch`` with the frames on the device: upload, crop, infer, argmax, paste back and
+    blend there; the rendered frame (and the labels where masks are written) come back."""
+    import torch
+
+    gf = dev.frames
+    t1, c1 = time.perf_counter(), time.thread_time()
+    uploaded = [gf.upload(it.frame) for it in items]
+    crops = torch.cat([gf.crops(x, it.places) for x, it in zip(uploaded, items)])
+    spec = seg.backend.input_spec
+    step = seg.backend.max_batch or max(1, len(crops))
+    outs = [dev.run(gf.to_input(crops[i:i + step], spec, _float_dtype(seg, dev))) for i in range(0, len(crops), step)]
+    labels = gf.labels(torch.cat(outs) if outs else crops.new_zeros((0, seg.size, seg.size)), seg.backend.output_kind)
+    t2, c2 = time.perf_counter(), time.thread_time()
+    k = 0
+    for it, x, d, keep in zip(items, uploaded, draw, keep_labels):
+        n = len(it.places)
+        frame_labels = gf.assemble(it.frame.shape, labels[k:k + n], it.places)
+        k += n
+        if d:
+            it.rendered = gf.download(gf.overlay(x, frame_labels, cfg.render.alpha))  # render() adds the rest
+        if keep or not d or cfg.render.legend:
+            it.labels = gf.download(frame_labels)
+    t3, c3 = time.perf_counter(), time.thread_time()
+    n = len(items)
+    stats.add("infer", (t2 - t1) * 1000 / n, (c2 - c1) * 1000)
+    stats.add("postprocess", (t3 - t2) * 1000 / n, (c3 - c2) * 1000)
+    stats.batches.append(n)

@@ -23,15 +23,25 @@ class RenderOptions:
     side_by_side: bool = False
 
 
-def overlay_bgr(frame: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
+def overlay_bgr(frame: np.ndarray, labels: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
     """Palette colours blended over the frame where a class other than background was found.
 
-    Whole-frame OpenCV operations (LUT, addWeighted, masked copy): several times faster than
-    numpy fancy indexing on 720p frames.
+    Only the bounding box of the foreground is touched, with whole-array OpenCV operations
+    (colour map, addWeighted, masked copy): several times faster than numpy indexing on 720p
+    frames. ``out`` may be ``frame`` itself (drawn in place) or None (a copy is drawn on).
     """
-    color = cv2.LUT(cv2.merge([labels, labels, labels]), _LUT_BGR)
-    out = cv2.addWeighted(frame, 1 - alpha, color, alpha, 0)
-    cv2.copyTo(frame, cv2.compare(labels, 0, cv2.CMP_EQ), out)  # background keeps the original pixels
+    if out is None:
+        out = frame.copy()
+    elif out is not frame:
+        np.copyto(out, frame)
+    x, y, w, h = cv2.boundingRect(labels)  # of the non-zero (foreground) pixels
+    if w == 0 or h == 0:
+        return out
+    lab = labels[y:y + h, x:x + w]
+    roi = out[y:y + h, x:x + w]
+    color = cv2.applyColorMap(lab, _LUT_BGR)  # one pass; cv2.LUT would need a 3-channel copy first
+    cv2.addWeighted(roi, 1 - alpha, color, alpha, 0, dst=color)
+    cv2.copyTo(color, lab, roi)  # foreground only: the background keeps the original pixels
     return out
 
 
@@ -56,10 +66,18 @@ def draw_hud(img: np.ndarray, lines: list[str]) -> None:
         cv2.putText(img, text, (8, h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def render(frame: np.ndarray, labels: np.ndarray, opts: RenderOptions, hud: list[str] | None = None) -> np.ndarray:
-    """The output frame: overlay (optionally beside the original), legend and HUD."""
-    out = overlay_bgr(frame, labels, opts.alpha)
-    if opts.legend:
+def render(frame: np.ndarray, labels: np.ndarray | None, opts: RenderOptions, hud: list[str] | None = None,
+           in_place: bool = False, overlaid: np.ndarray | None = None) -> np.ndarray:
+    """The output frame: overlay (optionally beside the original), legend and HUD.
+
+    ``in_place``: draw on ``frame`` itself (the pipeline owns its frames; saves a copy).
+    ``overlaid``: the overlay already made elsewhere (on the GPU); ``labels`` are then only
+    needed for the legend."""
+    if overlaid is not None:
+        out = overlaid
+    else:
+        out = overlay_bgr(frame, labels, opts.alpha, frame if in_place and not opts.side_by_side else None)
+    if opts.legend and labels is not None:
         draw_legend(out, np.bincount(labels.ravel(), minlength=len(LABELS)) > 0)
     if opts.side_by_side:
         out = np.hstack([frame, out])

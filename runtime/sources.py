@@ -3,6 +3,11 @@
 Files and folders are read in order, every frame. Live sources (webcams, streams) are read by a
 grabber thread that keeps only the newest frame, so a slow consumer sees fresh frames and the
 number of dropped stale frames is counted. A stalled source times out instead of hanging.
+A video file can be played as a live source at its frame rate (``live=True``): how latency is
+measured without a camera.
+
+Every read records ``t_capture`` (``time.perf_counter()``): when a live frame was grabbed, or
+when a file frame was read; the pipeline measures capture-to-output latency from it.
 """
 
 from __future__ import annotations
@@ -21,14 +26,20 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class Source:
-    """A sequence of BGR frames. ``read()`` returns the next frame, or None at the end."""
+    """A sequence of BGR frames. ``read()`` returns the next frame, or None at the end.
+
+    ``fresh_frames``: every ``read()`` returns a new array that the caller may draw on (the
+    pipeline then renders in place, saving a copy per frame); a source that reuses its buffers
+    sets it False."""
 
     live = False
     dropped = 0
+    fresh_frames = True
 
     def __init__(self, name: str, fps: float, frame_count: int | None) -> None:
         self.name, self.fps, self.frame_count = name, fps, frame_count
         self._peeked: np.ndarray | None = None
+        self.t_capture = 0.0  # perf_counter() time of the frame ``read`` returned last
 
     def peek(self) -> np.ndarray:
         """The first frame, without consuming it (outputs are sized from it)."""
@@ -39,9 +50,12 @@ class Source:
         return self._peeked
 
     def read(self) -> np.ndarray | None:
+        """The next frame (None at the end); sets ``t_capture``."""
         if self._peeked is not None:
             frame, self._peeked = self._peeked, None
+            self.t_capture = time.perf_counter()
             return frame
+        self.t_capture = time.perf_counter()
         return self._read()
 
     def _read(self) -> np.ndarray | None:
@@ -96,20 +110,23 @@ class ImageFolderSource(Source):
 
 
 class LiveSource(Source):
-    """Webcam or stream: a grabber thread keeps the newest frame; stale frames are dropped."""
+    """Webcam or stream: a grabber thread keeps the newest frame; stale frames are dropped.
+
+    ``pace``: release frames at the source's frame rate (a video file played as a live source)."""
 
     live = True
 
-    def __init__(self, target: int | str, name: str, stall_timeout: float = 10.0) -> None:
+    def __init__(self, target: int | str, name: str, stall_timeout: float = 10.0, pace: bool = False) -> None:
         cap = cv2.VideoCapture(target)
         if not cap.isOpened():
             what = f"webcam {target}" if isinstance(target, int) else f"stream {target}"
             raise MsfError(f"cannot open {what}")
         fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         super().__init__(name, fps if 0 < fps < 1000 else 30.0, None)
-        self.cap, self.stall_timeout = cap, stall_timeout
+        self.cap, self.stall_timeout, self.pace = cap, stall_timeout, pace
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
+        self._t_frame = 0.0
         self._ended = False
         self._fresh = False
         self._stop = threading.Event()
@@ -117,8 +134,14 @@ class LiveSource(Source):
         self._thread.start()
 
     def _grab(self) -> None:
+        start, k = time.perf_counter(), 0
         while not self._stop.is_set():
             ok, frame = self.cap.read()
+            if ok and self.pace:  # a file played live: frame k is "captured" at start + k / fps
+                delay = start + k / self.fps - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                k += 1
             with self._cond:
                 if not ok:
                     self._ended = True
@@ -126,7 +149,7 @@ class LiveSource(Source):
                     return
                 if self._fresh:
                     self.dropped += 1  # the previous frame was never consumed
-                self._frame, self._fresh = frame, True
+                self._frame, self._fresh, self._t_frame = frame, True, time.perf_counter()
                 self._cond.notify_all()
 
     def _read(self) -> np.ndarray | None:
@@ -140,6 +163,7 @@ class LiveSource(Source):
             if not self._fresh:
                 return None
             self._fresh = False
+            self.t_capture = self._t_frame
             return self._frame
 
     def close(self) -> None:
@@ -148,8 +172,10 @@ class LiveSource(Source):
         self.cap.release()
 
 
-def open_source(spec: str, stall_timeout: float = 10.0) -> Source:
-    """A source from a command-line word: webcam index, URL, folder, glob or video file."""
+def open_source(spec: str, stall_timeout: float = 10.0, live: bool = False) -> Source:
+    """A source from a command-line word: webcam index, URL, folder, glob or video file.
+
+    ``live``: play a video file at its frame rate as a live source (latency measurement)."""
     if spec.isdigit():
         return LiveSource(int(spec), f"cam{spec}", stall_timeout)
     if "://" in spec:
@@ -161,9 +187,14 @@ def open_source(spec: str, stall_timeout: float = 10.0) -> Source:
         return ImageFolderSource(files, path.name or "images")
     if any(ch in spec for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise MsfError(f"no images match the pattern {spec!r}")
         return ImageFolderSource(files, Path(spec).parent.name or "images")
     if path.suffix.lower() in IMAGE_EXTS:
         if not path.is_file():
             raise MsfError(f"image not found: {path}")
         return ImageFolderSource([path], path.stem)
+    if live:
+        VideoFileSource(path).close()  # the same checks and one-line errors as a file source
+        return LiveSource(str(path), path.stem, stall_timeout, pace=True)
     return VideoFileSource(path)

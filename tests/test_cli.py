@@ -94,3 +94,21 @@ def test_eval_split_needs_recorded_names(tmp_path, faces_root):
     torch.save(MicroSegFormer().state_dict(), tmp_path / "bare.pt")
     r = run("msf.cli.eval", "--ckpt", tmp_path / "bare.pt", "--data", faces_root, "--split", "val")
     assert r.returncode == 1 and "validation names" in r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["x.mp4", "--batch", "0"], "expected a positive integer, got '0'"),
+    (["x.mp4", "--alpha", "3"], "expected a number from 0 to 1, got '3'"),
+    (["x.mp4", "--max-frames", "-2"], "expected a positive integer, got '-2'"),
+])
+def test_video_refuses_out_of_range_values(args, needle):
+    r = run("msf.cli.video", *args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_video_glob_without_match_names_its_pattern(tmp_path):
+    pattern = str(tmp_path / "nothing_*.jpg")
+    r = run("msf.cli.video", pattern, "--backend", "null", "-o", tmp_path / "o.mp4", "--no-progress")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"no images match the pattern {pattern!r}" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "o.mp4").exists()
