@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from msf.augment import Augment
+from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError
 from msf.model import ModelConfig
 
@@ -26,7 +27,7 @@ class Phase:
     """
 
     epochs: int
-    size: int = 512
+    size: int = DEFAULT_SIZE
     batch: int = 32
     crop: int | None = None
     scales: list[int] | None = None

@@ -20,9 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from msf import celebamask
 from msf.errors import MsfError
 from msf.labels import NUM_CLASSES
-
-# The image file extensions msf reads, for the whole package (data folders and runtime sources).
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from msf.paths import IMAGE_EXTS
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Image files msf reads (training data, msf-eval folders, msf-video image sources): the one definition.
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 WEIGHTS_PATH = PACKAGE_DIR / "weights" / "microsegformer.pt"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from msf.contract import DEFAULT_SIZE
+
 # Measured with ``python benchmarks/measure_face_template.py``: YuNet-n (this package's file,
 # OpenCV 4.14 FaceDetectorYN, each 512² image downscaled to 320², score ≥ 0.6) on the 800 training
 # faces of the data root (the shipped checkpoint's 100 validation names left out); found in all 800.
@@ -128,7 +130,7 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]
     return m, resid
 
 
-def aligned_placement(landmarks: np.ndarray, size: int = 512,
+def aligned_placement(landmarks: np.ndarray, size: int = DEFAULT_SIZE,
                       template: np.ndarray | None = None) -> tuple[Placement, float]:
     """The CelebAMask-HQ-like placement of a face from its 5 landmarks (frame pixel indices, in
     YuNet's order) and the fit's RMS residual as a fraction of the crop side (large = landmarks

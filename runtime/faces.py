@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 import msf
+from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError
 from msf.runtime.align import Placement, aligned_placement, box_placement
 
@@ -35,7 +36,7 @@ class Face:
     score: float = 1.0
     landmarks: np.ndarray | None = None
 
-    def placement(self, size: int = 512) -> tuple[Placement, bool]:
+    def placement(self, size: int = DEFAULT_SIZE) -> tuple[Placement, bool]:
         """Its CelebAMask-HQ-like placement, and whether it is landmark-aligned (else box fallback)."""
         if self.landmarks is not None:
             place, resid = aligned_placement(self.landmarks, size)
@@ -182,7 +183,7 @@ class FaceTracker:
     """
 
     def __init__(self, smoothing: float = 1.0, max_missed: int = 3, detect_size: int = DETECT_SIZE,
-                 score_threshold: float = SCORE_THRESHOLD, detect_every: int = 1, size: int = 512,
+                 score_threshold: float = SCORE_THRESHOLD, detect_every: int = 1, size: int = DEFAULT_SIZE,
                  detector: YuNetDetector | None = None) -> None:
         if detect_every < 1:
             raise MsfError(f"detect_every must be at least 1, not {detect_every}")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from msf.contract import InputSpec
+from msf.contract import DEFAULT_SIZE, InputSpec
 from msf.labels import PALETTE
 
 
@@ -93,7 +93,7 @@ def _bounds(place: Any, h: int, w: int, pad: int = 1) -> tuple[int, int, int, in
 class TorchFrames:
     """Pre- and post-processing of frames on a torch device (see the module docstring)."""
 
-    def __init__(self, device: str | torch.device = "cpu", size: int = 512) -> None:
+    def __init__(self, device: str | torch.device = "cpu", size: int = DEFAULT_SIZE) -> None:
         self.device = torch.device(device)
         self.size = size
         self.cuda = self.device.type == "cuda"

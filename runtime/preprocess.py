@@ -135,7 +135,8 @@ def assemble_labels(shape: tuple[int, ...], labels: np.ndarray, places: list[Pla
     out = np.zeros((h, w), dtype=np.uint8)
     if len(places) <= 1:
         for lab, p in zip(labels, places):
-            paste_labels(out, lab, p)
+            part, (x0, y0, x1, y1) = (_aligned_part if p.axis_aligned else warp_labels)(lab, p, h, w)
+            out[y0:y1, x0:x1] = part  # a fresh map: plain assignment, no foreground mask needed
         return out
     best = np.full((h, w), np.inf, dtype=np.float32)
     parts = []

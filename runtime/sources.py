@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 
 from msf.errors import MsfError
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from msf.paths import IMAGE_EXTS
 
 
 class Source:

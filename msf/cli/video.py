@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from msf.cli.common import console, make_parser, positive_int, unit_float
+from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
                         smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
                         detect_size=args.detect_size, detect_score=args.detect_score,
-                        size=args.size or 512)
+                        size=args.size or DEFAULT_SIZE)
         if args.size and seg.size != args.size:
             raise MsfError(f"{args.model} is fixed at {seg.size}² input; export it with msf-export --size "
                            f"{args.size}, or pass a checkpoint")
