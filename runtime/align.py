@@ -109,6 +109,20 @@ class Placement:
         return Placement(float(centre[0] - side / 2), float(centre[1] - side / 2), side, angle)
 
 
+def crop_windows(place: Placement, h: int, w: int, size: int
+                 ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None:
+    """For an axis-aligned ``place`` in an h×w frame: its in-frame window (x0, y0, x1, y1) and
+    where that window lands on the size×size input canvas; None when nothing is in the frame.
+    The one definition both crop paths (OpenCV and torch) use."""
+    x0, y0, s = int(place.x0), int(place.y0), int(place.side)
+    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return None
+    k = size / s
+    canvas = (round((fx0 - x0) * k), round((fy0 - y0) * k), round((fx1 - x0) * k), round((fy1 - y0) * k))
+    return (fx0, fy0, fx1, fy1), canvas
+
+
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares similarity (Umeyama, no reflection) mapping ``src`` points onto ``dst``
     (both N×2); returns the 2×3 matrix and the RMS residual in ``dst`` units."""

@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from msf.contract import DEFAULT_SIZE, InputSpec
 from msf.labels import PALETTE
+from msf.runtime.align import crop_windows
 
 
 def area_weights(n_in: int, n_out: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -144,17 +145,16 @@ class TorchFrames:
         h, w = frame.shape[:2]
         if not place.axis_aligned:
             return self._warp_crop(frame, place)
-        x0, y0, s = int(place.x0), int(place.y0), int(place.side)
-        fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
-        if fx0 == x0 and fy0 == y0 and fx1 - fx0 == s and fy1 - fy0 == s:
+        s = int(place.side)
+        win = crop_windows(place, h, w, size)
+        if win is not None and win[1] == (0, 0, size, size):  # the whole square is in the frame
+            (fx0, fy0, fx1, fy1), _ = win
             region = frame[fy0:fy1, fx0:fx1]
             return region.contiguous() if s == size else _to_u8(_resize(region, size, size, self._weights))
         canvas = torch.zeros((size, size, 3), dtype=torch.uint8, device=frame.device)
-        if fx1 <= fx0 or fy1 <= fy0:
+        if win is None:
             return canvas
-        k = size / s
-        cx0, cy0 = round((fx0 - x0) * k), round((fy0 - y0) * k)
-        cx1, cy1 = round((fx1 - x0) * k), round((fy1 - y0) * k)
+        (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) = win
         if cx1 > cx0 and cy1 > cy0:
             canvas[cy0:cy1, cx0:cx1] = _to_u8(_resize(frame[fy0:fy1, fx0:fx1], cy1 - cy0, cx1 - cx0, self._weights))
         return canvas

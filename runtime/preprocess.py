@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from msf.runtime.align import Placement
+from msf.runtime.align import Placement, crop_windows
 
 __all__ = ["Placement", "assemble_labels", "letterbox_placement", "paste_labels", "square_crop", "warp_crop",
            "warp_labels"]
@@ -22,21 +22,18 @@ def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
     if not place.axis_aligned:
         return warp_crop(frame, place, size)
     h, w = frame.shape[:2]
-    x0, y0, s = place.x0, place.y0, place.side
-    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
-    if fx0 == x0 and fy0 == y0 and fx1 - fx0 == s and fy1 - fy0 == s:
+    s = int(place.side)
+    win = crop_windows(place, h, w, size)
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    if win is not None and win[1] == (0, 0, size, size):  # the whole square is in the frame
+        (fx0, fy0, fx1, fy1), _ = win
         region = frame[fy0:fy1, fx0:fx1]
-        if s == size:
-            return np.ascontiguousarray(region)
-        return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if s > size else cv2.INTER_LINEAR)
+        return np.ascontiguousarray(region) if s == size else cv2.resize(region, (size, size), interpolation=interp)
     canvas = np.zeros((size, size, 3), dtype=frame.dtype)
-    if fx1 <= fx0 or fy1 <= fy0:
+    if win is None:
         return canvas
-    k = size / s
-    cx0, cy0 = round((fx0 - x0) * k), round((fy0 - y0) * k)
-    cx1, cy1 = round((fx1 - x0) * k), round((fy1 - y0) * k)
+    (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) = win
     if cx1 > cx0 and cy1 > cy0:
-        interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
         canvas[cy0:cy1, cx0:cx1] = cv2.resize(frame[fy0:fy1, fx0:fx1], (cx1 - cx0, cy1 - cy0), interpolation=interp)
     return canvas
 
