@@ -43,8 +43,8 @@ def build_parser():
                    help="video file, webcam index, rtsp:// or http:// URL, image folder or glob")
     p.add_argument("--model", metavar="PATH", help="checkpoint (.pt/.pth), .onnx or .engine; default: shipped weights")
     p.add_argument("--size", type=positive_int, metavar="N",
-                   help="model input size N² for a checkpoint (default: 512; an .onnx or .engine file keeps "
-                        "the size it was exported at)")
+                   help=f"model input size N² for a checkpoint (default: {DEFAULT_SIZE}; an .onnx or .engine "
+                        "file keeps the size it was exported at)")
     p.add_argument("--backend", choices=BACKENDS + tuple(DEPRECATED_BACKENDS), default="auto",
                    help="inference backend; null: no inference, fixed labels (measures the pipeline itself)")
     p.add_argument("--device", help="onnxruntime: cpu/cuda/tensorrt provider; pytorch: cpu/cuda; openvino: CPU/GPU")
