@@ -288,10 +288,10 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"faces_{args.label}{'_quick' if args.quick else ''}"
+    from msf.atomic import atomic_write
+
     for path, text in ((stem.with_suffix(".json"), json.dumps(res, indent=1)), (stem.with_suffix(".md"), md)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
     print(md)
     return 0
 

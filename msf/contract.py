@@ -153,8 +153,11 @@ class GraphContract:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GraphContract:
-        """From a sidecar (or any dict with ``input`` and ``output``)."""
-        return cls(InputSpec.from_dict(d.get("input") or {}), OutputSpec.from_dict(d.get("output") or {}))
+        """From a sidecar (or any dict with ``input`` and ``output``); a malformed one is an MsfError."""
+        try:
+            return cls(InputSpec.from_dict(d.get("input") or {}), OutputSpec.from_dict(d.get("output") or {}))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise MsfError(f"the sidecar's input/output contract is not valid: {exc}") from None
 
     def with_input(self, **changes: Any) -> GraphContract:
         return replace(self, input=replace(self.input, **changes))
@@ -206,7 +209,13 @@ def read_sidecar(artifact: str | Path) -> dict[str, Any] | None:
     p = sidecar_path(artifact)
     if not p.is_file():
         return None
-    return json.loads(p.read_text())
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MsfError(f"cannot read the sidecar {p} ({type(exc).__name__}: {exc}); delete or fix it") from None
+    if not isinstance(data, dict):
+        raise MsfError(f"the sidecar {p} is not a JSON object; delete or fix it")
+    return data
 
 
 def write_sidecar(artifact: str | Path, data: Mapping[str, Any]) -> Path:

@@ -68,14 +68,14 @@ def _to_u8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _grid(m: np.ndarray, out_h: int, out_w: int, in_h: int, in_w: int, device: torch.device) -> torch.Tensor:
-    """``grid_sample`` grid for output pixel (u, v) -> input pixel ``m @ (u, v, 1)`` (index coords)."""
-    v, u = torch.meshgrid(torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64),
-                          indexing="ij")
-    mt = torch.as_tensor(m, dtype=torch.float64)
-    x = mt[0, 0] * u + mt[0, 1] * v + mt[0, 2]
-    y = mt[1, 0] * u + mt[1, 1] * v + mt[1, 2]
-    g = torch.stack([(2 * x + 1) / in_w - 1, (2 * y + 1) / in_h - 1], dim=-1)
-    return g[None].to(device=device, dtype=torch.float32)
+    """``grid_sample`` grid for output pixel (u, v) -> input pixel ``m @ (u, v, 1)`` (index coords),
+    computed on ``device`` (no per-frame host work or upload beyond the six coefficients)."""
+    v = torch.arange(out_h, dtype=torch.float64, device=device)[:, None]
+    u = torch.arange(out_w, dtype=torch.float64, device=device)[None, :]
+    (a, b, c), (d, e, f) = m.tolist()
+    x = a * u + b * v + c
+    y = d * u + e * v + f
+    return torch.stack([(2 * x + 1) / in_w - 1, (2 * y + 1) / in_h - 1], dim=-1)[None].to(torch.float32)
 
 
 def _invert(m: np.ndarray) -> np.ndarray:
@@ -320,8 +320,3 @@ def model_dtype(backend: Any) -> torch.dtype | None:
             return p.dtype
     return None
 
-
-def use_device_frames(backend: Any) -> bool:
-    """Whether the pipeline should keep frames on the device for ``backend``: a CUDA device and
-    a device path to run it (``device_infer``). CPU backends keep the OpenCV path."""
-    return str(getattr(backend, "device", "cpu")).startswith("cuda") and device_infer(backend) is not None

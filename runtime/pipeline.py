@@ -37,7 +37,6 @@ from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
 from msf.runtime.sources import Source
 from msf.runtime.stats import PipelineStats
 
-_END = object()  # end of one stream (or of the inference thread's output)
 _POLL = 0.1  # s: how often blocked threads look at the stop flag
 
 
@@ -185,8 +184,10 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     q_in: queue.Queue = queue.Queue(maxsize=cfg.queue_size * max(1, n_live))  # live: queue_size per source
     q_render = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
     q_write = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
-    q_done: queue.Queue = queue.Queue()
     show = cfg.window is not None
+    # With a window, done frames (whole rendered images) wait for the calling thread's imshow:
+    # bounded, so a slow window slows the pipeline instead of piling frames up in memory.
+    q_done: queue.Queue = queue.Queue(maxsize=cfg.queue_size if show else 0)
     # Live sources read a frame only once it has a free place in the inference queue: a frame
     # never waits, already captured, for room (it would go stale); files read ahead freely.
     slots = [threading.Semaphore(cfg.queue_size) for _ in jobs]
@@ -270,7 +271,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
         while True:
             item = _get(q_write[j], stop)
             if item is None or isinstance(item, _End):
-                q_done.put(_End(j))
+                _put(q_done, _End(j), stop)  # after stop the caller no longer waits for it
                 return
             t0, c0 = time.perf_counter(), time.thread_time()
             if job.video is not None:
@@ -281,7 +282,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
             t1 = time.perf_counter()
             stats.add("write", (t1 - t0) * 1000, (time.thread_time() - c0) * 1000)
             stats.frame_done((t1 - item.t_capture) * 1000)
-            q_done.put(item if show else j)
+            _put(q_done, item if show else j, stop)
 
     readers = [st.spawn(reader, j, job, name=f"read-{j}") for j, job in enumerate(jobs)]
     others = [st.spawn(infer, name="infer")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from msf.runtime.timing import markdown_table
 
 COLUMNS = [("model", "model"), ("backend", "backend"), ("precision", "prec."), ("batch", "batch"),
@@ -62,5 +64,7 @@ def plot(records: list[dict], samples: list, out: str) -> None:
     a2.legend(fontsize=7)
     a2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    from msf.atomic import atomic_write
+
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(out).suffix.lstrip(".") or "png"))
     plt.close(fig)

@@ -91,11 +91,8 @@ class Segmenter:
         return self._queue(stream, places, tracker.track_ids)
 
     def _queue(self, stream: int, places: list[Placement], keys: list) -> list[Placement]:
-        if self.smooth:
+        if self.smooth and keys:  # consumed by _key() in the inference thread, frame by frame
             self._keys.setdefault(stream, deque()).append([(stream, k) for k in keys])
-            live = {(stream, k) for k in keys}
-            for k in [k for k in self._probs if isinstance(k, tuple) and k[0] == stream and k not in live]:
-                self._probs.pop(k, None)  # a face that left (or a switch between full and face)
         return places
 
     def _key(self, stream: int) -> object:
@@ -104,7 +101,12 @@ class Segmenter:
             pending = self._keys.get(stream)
             if not pending:
                 return stream
-            self._cur[stream] = pending.popleft()
+            keys = pending.popleft()
+            # Forget faces absent from this frame (or a switch between full and face) here, in the
+            # thread that also updates _probs, when this frame's turn comes: readers run ahead.
+            for k in [k for k in self._probs if isinstance(k, tuple) and k[0] == stream and k not in keys]:
+                del self._probs[k]
+            self._cur[stream] = keys
         return self._cur[stream].pop(0)
 
     def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:

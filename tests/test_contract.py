@@ -130,3 +130,17 @@ def test_contract_module_imports_nothing_heavy():
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'cv2', 'msf.export') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("nope{", "cannot read the sidecar"),
+    ("[1, 2]", "is not a JSON object"),
+    ('{"input": {"dtype": "int8"}}', "contract is not valid: input dtype must be one of"),
+    ('{"input": {"size": 0}}', "contract is not valid"),
+    ('{"input": [1]}', "contract is not valid"),
+])
+def test_a_malformed_sidecar_is_a_one_line_error(tmp_path, text, needle):
+    art = tmp_path / "m.onnx"
+    (tmp_path / "m.onnx.json").write_text(text)
+    with pytest.raises(MsfError, match=needle):
+        read_contract(art)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from msf.atomic import atomic_write
 from msf.cli.common import console, int_list, make_parser, positive_int
-from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE, MODEL_EXTS, read_contract
+from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE, MODEL_EXTS, read_contract, write_json_atomic
 from msf.errors import MsfError, run_cli
 from msf.runtime.backends import BACKENDS, DEPRECATED_BACKENDS
 from msf.runtime.report import COLUMNS, fmt, markdown, plot
@@ -88,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     from msf.runtime.timing import environment
 
     threads = args.threads or os.cpu_count()
-    frames = [img for img, _ in _faces(args.data, 8, args.ckpt)[0]]
+    # The held-out faces: those of --ckpt, else of the first checkpoint benchmarked, else the shipped weights'.
+    split_ckpt = args.ckpt or next((p for p in args.engine if p and Path(p).suffix.lower() in CHECKPOINT_EXTS), None)
+    frames = [img for img, _ in _faces(args.data, 8, split_ckpt)[0]]
     pairs = None
     if args.data:
-        pairs = [(img, m) for img, m in _faces(args.data, args.accuracy_images, args.ckpt)[0] if m is not None]
+        scored, source = _faces(args.data, args.accuracy_images, split_ckpt)
+        pairs = [(img, m) for img, m in scored if m is not None]
+        print(f"accuracy on {source}", file=sys.stderr)
         if not pairs:
             raise MsfError(f"--data {args.data} has no labeled images (images/ + masks/)")
     references: dict[tuple, Any] = {}
@@ -131,14 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(records, skipped, env)
     out = {"environment": env, "records": records, "skipped": skipped}
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json_atomic(args.json, out)
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=sorted({k for r in records for k in r}))
-            w.writeheader()
-            w.writerows(records)
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=sorted({k for r in records for k in r}))
+                w.writeheader()
+                w.writerows(records)
+
+        atomic_write(args.csv, write_csv)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(records, env))
+        text = markdown(records, env)
+        atomic_write(args.markdown, lambda tmp: Path(tmp).write_text(text))
     if args.plot:
         plot(records, samples, args.plot)
     return 0
