@@ -40,7 +40,7 @@ from msf.data import list_samples
 from msf.paths import data_root
 from msf.runtime.pipeline import Job, PipelineConfig, live_config, run_pipeline
 from msf.runtime.segmenter import Segmenter
-from msf.runtime.sinks import MaskSink, VideoSink
+from msf.runtime.sinks import MaskSink, VideoSink, yuv420_frame
 from msf.runtime.sources import open_source
 from msf.runtime.stats import STAGES, PipelineStats
 from msf.runtime.timing import environment, markdown_table, save_results, summarize, time_calls, utc_now
@@ -153,8 +153,7 @@ def x264_alone(frames: list[np.ndarray], preset: str, tmp: Path, fps: int = 25) 
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "23", "preset": preset}
         for f in frames:
-            yuv = cv2.cvtColor(f, cv2.COLOR_BGR2YUV_I420)
-            for p in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
+            for p in stream.encode(yuv420_frame(av, f)):
                 container.mux(p)
         for p in stream.encode():
             container.mux(p)

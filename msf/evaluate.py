@@ -23,11 +23,13 @@ def autocast(device: torch.device, amp: str):
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: list[np.ndarray], size: int,
-                   device: torch.device | str = "cpu", amp: str = "off") -> torch.Tensor:
-    """Logits (N×C×H×W at the images' own size) for same-sized RGB uint8 images run at ``size``²."""
+                   device: torch.device | str = "cpu", amp: str = "off",
+                   resize: Callable[[np.ndarray, int], np.ndarray] = resize_image) -> torch.Tensor:
+    """Logits (N×C×H×W at the images' own size) for same-sized RGB uint8 images run at ``size``²
+    (made ``size``² by ``resize``)."""
     device = torch.device(device)
     h, w = images[0].shape[:2]
-    x = torch.stack([to_tensor(resize_image(im, size)) for im in images]).to(device)
+    x = torch.stack([to_tensor(resize(im, size)) for im in images]).to(device)
     with autocast(device, amp):
         logits = model(x)
     logits = logits.float()
@@ -37,9 +39,10 @@ def predict_logits(model: torch.nn.Module, images: list[np.ndarray], size: int,
 
 
 def predict_labels(model: torch.nn.Module, images: list[np.ndarray], size: int,
-                   device: torch.device | str = "cpu", amp: str = "off") -> np.ndarray:
+                   device: torch.device | str = "cpu", amp: str = "off",
+                   resize: Callable[[np.ndarray, int], np.ndarray] = resize_image) -> np.ndarray:
     """Class ids (N×H×W uint8) for same-sized RGB uint8 images run at ``size``²."""
-    return predict_logits(model, images, size, device, amp).argmax(1).to(torch.uint8).cpu().numpy()
+    return predict_logits(model, images, size, device, amp, resize).argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def batched(items: list, n: int) -> Iterable[list]:
@@ -50,15 +53,17 @@ def batched(items: list, n: int) -> Iterable[list]:
 def evaluate_pairs(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], size: int,
                    device: torch.device | str = "cpu", amp: str = "off", batch: int = 8,
                    on_prediction: Callable[[int, np.ndarray], None] | None = None,
-                   progress: Callable[[int], None] | None = None) -> dict:
-    """Score ``model`` on (image, mask) pairs at input ``size``; labels compared at mask size."""
+                   progress: Callable[[int], None] | None = None,
+                   resize: Callable[[np.ndarray, int], np.ndarray] = resize_image) -> dict:
+    """Score ``model`` on (image, mask) pairs at input ``size`` (images made ``size``² by
+    ``resize``); labels compared at mask size."""
     was_training = model.training
     model.eval()
     acc = MetricAccumulator()
     idx = 0
     try:
         for chunk in batched(pairs, batch):
-            preds = predict_labels(model, [im for im, _ in chunk], size, device, amp)
+            preds = predict_labels(model, [im for im, _ in chunk], size, device, amp, resize)
             for (_, mask), pred in zip(chunk, preds):
                 acc.update(mask, pred)
                 if on_prediction is not None:

@@ -30,7 +30,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from msf.contract import DEFAULT_SIZE, InputSpec
 from msf.labels import PALETTE
-from msf.runtime.align import crop_windows
+from msf.runtime.align import crop_windows, shrink_factor
 
 
 def area_weights(n_in: int, n_out: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -44,11 +44,14 @@ def area_weights(n_in: int, n_out: int, device: torch.device | str = "cpu") -> t
 
 
 def _resize(img: torch.Tensor, h: int, w: int, cache: dict[tuple[int, int, str], torch.Tensor]) -> torch.Tensor:
-    """H×W×C uint8 -> h×w×C float32 (unrounded): INTER_AREA when shrinking (separable weight
-    matrices), bilinear (``align_corners=False``, as INTER_LINEAR) when enlarging."""
+    """H×W×C uint8 -> h×w×C float32 (unrounded), as ``preprocess.resize_to``: bilinear
+    (``align_corners=False``, as INTER_LINEAR) when enlarging; when shrinking, a k×k block average
+    (``shrink_factor``; rounded to uint8 as OpenCV does) and then bilinear, or, where no whole
+    factor fits, INTER_AREA's separable weight matrices."""
     src_h, src_w = img.shape[:2]
     x = img.float()
-    if h <= src_h and w <= src_w:
+    k = shrink_factor(src_w, src_h, w, h) if h <= src_h and w <= src_w else 1
+    if k == 0:
         dev = str(img.device)
 
         def wts(n_in: int, n_out: int) -> torch.Tensor:
@@ -60,7 +63,11 @@ def _resize(img: torch.Tensor, h: int, w: int, cache: dict[tuple[int, int, str],
         x = torch.einsum("ij,jkc->ikc", wts(src_h, h), x)
         return torch.einsum("kl,ilc->ikc", wts(src_w, w), x)
     x = x.permute(2, 0, 1)[None]
-    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    if k > 1:
+        x = _to_u8(F.avg_pool2d(x, k)).float()
+    if x.shape[-2:] != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x[0].permute(1, 2, 0)
 
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:

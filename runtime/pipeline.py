@@ -21,6 +21,7 @@ paste-back and blending run there, and only the rendered frame (and labels, for 
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -177,6 +178,10 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     dev = _device_path(seg, cfg)
     if cfg.warmup:
         stats.warmup_ms = warm_up(seg, cfg.batch) if dev is None else _warm_up_device(seg, dev, cfg.batch)
+    # Everything allocated so far (modules, the model) is left out of the cyclic garbage
+    # collector's passes: they otherwise rescan it a few times a second, in whichever thread
+    # allocates, holding the GIL.
+    gc.freeze()
     stats.start_clock()
     st = _Stage()
     stop = st.stop
@@ -315,6 +320,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
             t.join(timeout=5)
         stats.dropped = sum(job.source.dropped for job in jobs)
         stats.finish()
+        gc.unfreeze()
     if st.errors:
         exc = st.errors[0]
         if isinstance(exc, MsfError):

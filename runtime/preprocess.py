@@ -3,20 +3,38 @@ similarity transform per square, ``Placement.matrix``), paste-back with per-pixe
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
-from msf.runtime.align import Placement, crop_windows
+from msf.runtime.align import Placement, crop_windows, shrink_factor
 
-__all__ = ["Placement", "assemble_labels", "letterbox_placement", "paste_labels", "square_crop", "warp_crop",
-           "warp_labels"]
+__all__ = ["Placement", "assemble_labels", "letterbox_placement", "paste_labels", "resize_to", "square_crop",
+           "warp_crop", "warp_labels"]
+
+
+def resize_to(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``img`` resized to w×h as the model input is made: bilinear when enlarging; when shrinking,
+    a k×k block average (``shrink_factor``) followed by a bilinear step of less than 2×."""
+    src_h, src_w = img.shape[:2]
+    if (src_w, src_h) == (w, h):
+        return img
+    if w > src_w or h > src_h:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    k = shrink_factor(src_w, src_h, w, h)
+    if k == 0:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    if k > 1:
+        img = cv2.resize(img, (src_w // k, src_h // k), interpolation=cv2.INTER_AREA)
+    return img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
     """The square region ``place`` of ``frame`` resized to ``size``², zero-padded outside the frame.
 
-    Axis-aligned placements: only the in-frame part is resized (INTER_AREA when shrinking, then
-    placed on a black canvas), no full-size padded copy. Rotated or sub-pixel placements go
+    Axis-aligned placements: only the in-frame part is resized (``resize_to``, then placed on a
+    black canvas), no full-size padded copy. Rotated or sub-pixel placements go
     through ``warp_crop`` with the same ``place.matrix(size)``.
     """
     if not place.axis_aligned:
@@ -24,17 +42,16 @@ def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
     h, w = frame.shape[:2]
     s = int(place.side)
     win = crop_windows(place, h, w, size)
-    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
     if win is not None and win[1] == (0, 0, size, size):  # the whole square is in the frame
         (fx0, fy0, fx1, fy1), _ = win
         region = frame[fy0:fy1, fx0:fx1]
-        return np.ascontiguousarray(region) if s == size else cv2.resize(region, (size, size), interpolation=interp)
+        return np.ascontiguousarray(region) if s == size else resize_to(region, size, size)
     canvas = np.zeros((size, size, 3), dtype=frame.dtype)
     if win is None:
         return canvas
     (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) = win
     if cx1 > cx0 and cy1 > cy0:
-        canvas[cy0:cy1, cx0:cx1] = cv2.resize(frame[fy0:fy1, fx0:fx1], (cx1 - cx0, cy1 - cy0), interpolation=interp)
+        canvas[cy0:cy1, cx0:cx1] = resize_to(frame[fy0:fy1, fx0:fx1], cx1 - cx0, cy1 - cy0)
     return canvas
 
 
@@ -90,6 +107,24 @@ def letterbox_placement(h: int, w: int) -> Placement:
     return Placement((w - side) // 2, (h - side) // 2, side)
 
 
+def _nearest_index(offset: int, side: int, n: int, lo: int, hi: int) -> np.ndarray:
+    """Label index (of n across ``side`` frame pixels starting at ``offset``) of frame pixels lo..hi-1."""
+    return np.minimum(((np.arange(lo, hi) - offset) * n) // side, n - 1)
+
+
+@lru_cache(maxsize=64)
+def _resize_is_exact(x0: int, y0: int, s: int, n: int, fx0: int, fy0: int, fx1: int, fy1: int) -> bool:
+    """Whether ``cv2.resize(INTER_NEAREST)`` of the covered label block gives exactly the
+    nearest-neighbour indices of ``_aligned_part`` for this window (checked once per geometry on
+    random labels: the resize is ~5x cheaper than numpy's take, but its float arithmetic can
+    round an index differently)."""
+    ys, xs = _nearest_index(y0, s, n, fy0, fy1), _nearest_index(x0, s, n, fx0, fx1)
+    labels = np.random.default_rng(0).integers(0, 256, (n, n), dtype=np.uint8)
+    block = labels[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    got = cv2.resize(block, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_NEAREST)
+    return bool(np.array_equal(got, labels.take(ys, axis=0).take(xs, axis=1)))
+
+
 def _aligned_part(labels: np.ndarray, place: Placement, h: int, w: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The in-frame window of an axis-aligned placement and its labels resized nearest to ``side``."""
     s, n = int(place.side), labels.shape[0]
@@ -97,10 +132,12 @@ def _aligned_part(labels: np.ndarray, place: Placement, h: int, w: int) -> tuple
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
     if fx1 <= fx0 or fy1 <= fy0:
         return np.zeros((0, 0), labels.dtype), (fx0, fy0, fx0, fy0)
-    # Nearest-neighbour source index of every in-frame output pixel (what cv2.resize computes),
-    # applied to the in-frame window only: no side×side intermediate.
-    ys = np.minimum(((np.arange(fy0, fy1) - y0) * n) // s, n - 1)
-    xs = np.minimum(((np.arange(fx0, fx1) - x0) * n) // s, n - 1)
+    # Nearest-neighbour source index of every in-frame output pixel, applied to the in-frame window
+    # only: no side×side intermediate.
+    ys, xs = _nearest_index(y0, s, n, fy0, fy1), _nearest_index(x0, s, n, fx0, fx1)
+    if _resize_is_exact(x0, y0, s, n, fx0, fy0, fx1, fy1):
+        block = labels[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+        return cv2.resize(block, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_NEAREST), (fx0, fy0, fx1, fy1)
     return labels.take(ys, axis=0).take(xs, axis=1), (fx0, fy0, fx1, fy1)
 
 
@@ -133,6 +170,8 @@ def assemble_labels(shape: tuple[int, ...], labels: np.ndarray, places: list[Pla
     if len(places) <= 1:
         for lab, p in zip(labels, places):
             part, (x0, y0, x1, y1) = (_aligned_part if p.axis_aligned else warp_labels)(lab, p, h, w)
+            if (x0, y0, x1, y1) == (0, 0, w, h):
+                return part  # the square covers the frame (letterbox): the part is the frame's map
             out[y0:y1, x0:x1] = part  # a fresh map: plain assignment, no foreground mask needed
         return out
     best = np.full((h, w), np.inf, dtype=np.float32)
