@@ -7,11 +7,13 @@ Sections (every number in one process, side by side, so they compare on a busy m
    Frames/s, wall ms and the stage thread's CPU ms per frame per stage, the process's CPU ms per
    frame, output size.
 2. ``x264``: libx264 alone (BGR -> I420 + encode + mux) on the same decoded frames, per preset.
-3. ``ort``: the real ONNX Runtime CPU backend at 256² and 512² input: pure inference (the
+3. ``targets``: the 1280×720 figures the targets name (H.264 ultrafast and veryfast, masks) with
+   the pipeline and libx264 alone alternating, 3 runs each, medians and ratios.
+4. ``ort``: the real ONNX Runtime CPU backend at 256² and 512² input: pure inference (the
    backend called in a loop on a prepared crop) and msf-video end to end (default H.264 output)
    on a 512×512 clip, with the inference time per frame inside the pipeline.
-4. ``streams``: aggregate frames/s of 1, 2, 4 and 8 sources in one pipeline (null and ORT 256²).
-5. ``live``: a 1280×720 clip played at its frame rate as a live source: capture-to-output
+5. ``streams``: aggregate frames/s of 1, 2, 4 and 8 sources in one pipeline (null and ORT 256²).
+6. ``live``: a 1280×720 clip played at its frame rate as a live source: capture-to-output
    latency p50/p99 and dropped frames (null and ORT 256²).
 
 Clips are built at run time, in a temporary folder, from the data root's unlabeled faces (a face
@@ -30,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +167,29 @@ def x264_alone(frames: list[np.ndarray], preset: str, tmp: Path, fps: int = 25) 
             "output_bytes": size}
 
 
+def target_runs(clip: Path, tmp: Path, reps: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The 720p null-backend figures the targets name, each run ``reps`` times with the pipeline and
+    libx264 alone alternating (so a slow spell of a shared machine hits both), medians reported."""
+    decoded = decode_all(clip)
+    runs: dict[str, list[float]] = {}
+    for rep in range(reps):
+        for sink in ("h264-ultrafast", "h264-veryfast", "masks"):
+            r = run_clips(Segmenter(backend="null", mode="full"), [clip], sink, tmp)
+            runs.setdefault(sink, []).append(r["fps"])
+            if sink.startswith("h264-"):
+                runs.setdefault("x264-" + sink[5:], []).append(x264_alone(decoded, sink[5:], tmp)["fps"])
+        log(f"targets run {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()))
+    rows = []
+    for sink in ("h264-ultrafast", "h264-veryfast", "masks"):
+        row = {"output": sink, "fps_runs": runs[sink], "fps": float(np.median(runs[sink]))}
+        if sink.startswith("h264-"):
+            alone = runs["x264-" + sink[5:]]
+            row.update(x264_fps_runs=alone, x264_fps=float(np.median(alone)),
+                       ratio=float(np.median(runs[sink]) / np.median(alone)))
+        rows.append(row)
+    return rows
+
+
 def pure_inference(seg: Segmenter, frame: np.ndarray, iters: int) -> dict[str, float]:
     """The backend alone, batch 1, on the clip's first (prepared) crop."""
     crops = seg.crops(frame, seg.placements(frame))
@@ -274,6 +300,14 @@ def markdown(result: dict[str, Any]) -> str:
             + ["output size"],
             [[r["clip"], r["mode"], r["sink"], f"{r['fps']:.1f}", f"{r['process_cpu_ms_per_frame']:.1f}"]
              + [_stage_cell(r, s) for s in STAGES[:-1]] + [_size(r["output_bytes"])] for r in result["sinks"]])
+    if result.get("targets"):
+        lines += ["", "#### Targets at 1280×720 (`--backend null`, full mode; pipeline and libx264 alone "
+                  "alternating, 3 runs each, medians)", ""]
+        lines += markdown_table(["output", "pipeline FPS", "runs", "libx264 alone FPS", "runs", "pipeline / alone"],
+                                [[r["output"], f"{r['fps']:.1f}", " / ".join(f"{v:.0f}" for v in r["fps_runs"]),
+                                  f"{r['x264_fps']:.1f}" if "x264_fps" in r else "–",
+                                  " / ".join(f"{v:.0f}" for v in r.get("x264_fps_runs", [])) or "–",
+                                  f"{r['ratio']:.2f}" if "ratio" in r else "–"] for r in result["targets"]])
     if result["x264"]:
         lines += ["", "#### libx264 alone on the same frames (BGR→I420, encode, mux)", ""]
         lines += markdown_table(["clip", "preset", "FPS", "process CPU ms/frame", "output size"],
@@ -316,8 +350,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="720p only, fewer frames, no 8-source and face runs")
     ap.add_argument("--frames", type=int, help="frames per clip (default 150; --quick 40)")
     ap.add_argument("--ort-frames", type=int, help="frames of the ORT end-to-end clip (default 200; --quick 30)")
-    ap.add_argument("--sections", default="sinks,x264,ort,streams,live",
-                    help="comma-separated subset of sinks,x264,ort,streams,live")
+    ap.add_argument("--sections", default="sinks,x264,targets,ort,streams,live",
+                    help="comma-separated subset of sinks,x264,targets,ort,streams,live")
     ap.add_argument("--out", default=str(HERE / "results" / "pipeline_cpu"))
     ap.add_argument("--gpu", action="store_true", help="only the 720p PyTorch CUDA pipeline check (prints JSON)")
     args = ap.parse_args()
@@ -370,6 +404,8 @@ def main() -> int:
                     result["x264"].append({"clip": label, "preset": preset, **r})
                     log(f"x264 alone {label} {preset}: {r['fps']:.1f} FPS")
                 del decoded
+        if "targets" in sections:
+            result["targets"] = target_runs(clips["1280×720"], tmp, reps=3, log=log)
         ort_ok = _has_ort()
         if "ort" in sections and ort_ok:
             square = write_clip(tmp / "square.mp4", synth_frames(faces, ort_frames, (512, 512)))
