@@ -181,7 +181,9 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     # Everything allocated so far (modules, the model) is left out of the cyclic garbage
     # collector's passes: they otherwise rescan it a few times a second, in whichever thread
     # allocates, holding the GIL.
-    gc.freeze()
+    froze = gc.get_freeze_count() == 0  # a caller's own freeze is left as it is
+    if froze:
+        gc.freeze()
     stats.start_clock()
     st = _Stage()
     stop = st.stop
@@ -320,7 +322,8 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
             t.join(timeout=5)
         stats.dropped = sum(job.source.dropped for job in jobs)
         stats.finish()
-        gc.unfreeze()
+        if froze:
+            gc.unfreeze()
     if st.errors:
         exc = st.errors[0]
         if isinstance(exc, MsfError):
