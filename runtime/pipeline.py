@@ -10,6 +10,9 @@ Threads, joined by bounded queues so every stage overlaps the others:
   with decoding and inference;
 - the calling thread only counts frames (progress bar) and shows the live window.
 
+For files, the reader and render threads run at a lower priority (``helper_nice``) so that the
+encoder and inference, which every frame waits for, get the cores first.
+
 File sources are processed in order, every frame, with throughput-sized queues; live sources
 use shallow queues (and drop stale frames upstream) so latency stays bounded. The backend is
 warmed up before the clock starts; ``PipelineStats.warmup_ms`` reports how long that took.
@@ -21,8 +24,11 @@ paste-back and blending run there, and only the rendered frame (and labels, for 
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +45,7 @@ from msf.runtime.sources import Source
 from msf.runtime.stats import PipelineStats
 
 _POLL = 0.1  # s: how often blocked threads look at the stop flag
+HELPER_NICE = 15  # see PipelineConfig.helper_nice
 
 
 @dataclass
@@ -54,10 +61,16 @@ class Job:
 @dataclass
 class PipelineConfig:
     """``queue_size``: frames buffered between stages (files: deep, for throughput; live: 2).
-    ``warmup``: run the backend once per batch size before the clock starts."""
+    ``warmup``: run the backend once per batch size before the clock starts.
+    ``helper_nice``: for file sources, the decode/crop and render threads run this much nicer
+    (lower priority, Linux) than inference and encoding, the stages every frame waits for: those
+    get the cores first and the helpers, whose deep queues absorb the delay, fill the gaps
+    (measured on 2 cores, 720p to H.264 veryfast: +11 % FPS at 15, +8 % at 10). Live sources
+    keep normal priority (their frames must not wait). 0: all threads equal."""
 
     batch: int = 4
     queue_size: int = 8
+    helper_nice: int = HELPER_NICE
     render: RenderOptions = field(default_factory=RenderOptions)
     window: WindowSink | None = None
     max_frames: int | None = None
@@ -68,7 +81,17 @@ class PipelineConfig:
 def live_config(sources: int, batch: int = 4, **kw: Any) -> PipelineConfig:
     """Settings for live sources: one frame waiting per stage and at most one frame per source in
     a batch, so a frame never waits for later frames of its own source (latency over throughput)."""
-    return PipelineConfig(batch=max(1, min(batch, sources)), queue_size=1, **kw)
+    return PipelineConfig(batch=max(1, min(batch, sources)), queue_size=1, helper_nice=0, **kw)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` steps nicer (Linux sets the nice value per thread; elsewhere,
+    where the same call would renice the whole process, nothing happens)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):  # a sandbox that forbids it: run at normal priority
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 @dataclass
@@ -201,6 +224,8 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
 
     def reader(j: int, job: Job) -> None:
         live = job.source.live
+        if not live:
+            lower_thread_priority(cfg.helper_nice)
         try:
             i = 0
             while not stop.is_set() and (cfg.max_frames is None or i < cfg.max_frames):
@@ -254,6 +279,8 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
 
     def renderer(j: int, job: Job) -> None:
         draw = job.video is not None or show
+        if not job.source.live:
+            lower_thread_priority(cfg.helper_nice)
         in_place = job.source.fresh_frames
         while True:
             item = _get(q_render[j], stop)

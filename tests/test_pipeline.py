@@ -4,6 +4,7 @@ across sources, each source's labels reaching its own outputs, errors, Ctrl-C, f
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 
@@ -514,3 +515,35 @@ def test_live_sources_capture_only_when_inference_has_room(live):
         assert max(read_ahead) <= 1  # the frame in inference and at most one waiting
     else:
         assert max(read_ahead) > 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
+def test_file_helpers_run_nicer_and_live_sources_do_not():
+    import os
+
+    from msf.runtime.pipeline import lower_thread_priority
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    class NiceSource(MemorySource):
+        seen: list[int] = []
+
+        def _read(self):  # noqa: ANN202
+            self.seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return super()._read()
+
+    frames = [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(3)]
+    for cfg, live, want in ((PipelineConfig(helper_nice=5), False, min(19, base + 5)),
+                            (PipelineConfig(helper_nice=0), False, base), (live_config(1), True, base)):
+        src = NiceSource(frames)
+        src.live, src.seen = live, []
+        job = Job(src, MemoryVideo())
+        run_pipeline(seg_with(NullBackend(SIZE)), [job], cfg, PipelineStats())
+        assert job.written == 3 and set(src.seen) == {want}, (cfg, live)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the calling thread is never reniced
+    done: list[int] = []
+    t = threading.Thread(target=lambda: (lower_thread_priority(3), done.append(os.getpriority(
+        os.PRIO_PROCESS, threading.get_native_id()))))
+    t.start()
+    t.join()
+    assert done == [min(19, base + 3)]
