@@ -125,6 +125,16 @@ def test_template_constants_re_measure(faces_root):
     np.testing.assert_allclose(res["template"], TEMPLATE, atol=0.012)
 
 
+def test_template_measured_on_footage_matches_the_shipped_one(faces_root):
+    """Faces placed into 720p frames, detected as msf-video detects them: the landmarks land where
+    the shipped template puts them, and the aligned square overlaps the placed crop."""
+    mod = _bench("measure_face_template")
+    res = mod.measure_footage(mod.training_images(faces_root, 12))
+    assert res["detected"] >= 11
+    np.testing.assert_allclose(res["template"], TEMPLATE, atol=0.03)
+    assert res["shipped_template_fit"]["iou_mean"] > 0.75
+
+
 def test_detector_file_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(MsfError, match="face detector file missing"):
         YuNetDetector(model=tmp_path / "none.onnx")
