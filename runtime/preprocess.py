@@ -170,7 +170,7 @@ def assemble_labels(shape: tuple[int, ...], labels: np.ndarray, places: list[Pla
     if len(places) <= 1:
         for lab, p in zip(labels, places):
             part, (x0, y0, x1, y1) = (_aligned_part if p.axis_aligned else warp_labels)(lab, p, h, w)
-            if (x0, y0, x1, y1) == (0, 0, w, h):
+            if (x0, y0, x1, y1) == (0, 0, w, h) and part.dtype == out.dtype:
                 return part  # the square covers the frame (letterbox): the part is the frame's map
             out[y0:y1, x0:x1] = part  # a fresh map: plain assignment, no foreground mask needed
         return out
