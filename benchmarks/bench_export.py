@@ -27,7 +27,7 @@ from msf.export.precision import to_int8
 from msf.export.verify import graph_input, load_verification_images
 from msf.model import load_model
 from msf.paths import data_root
-from msf.runtime.timing import environment, markdown_table, save_results, summarize, utc_now
+from msf.runtime.timing import environment, machine_line, markdown_table, save_results, summarize, utc_now
 
 HERE = Path(__file__).resolve().parent
 FLOAT, FRAMES = GraphEnds(), RUNTIME_ENDS
@@ -114,9 +114,9 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     v = env["versions"]
     lines = [f"### {result['benchmark']}", "",
-             f"{result['date']} · {env['cpu']} · {env['cores']} cores · ORT {v['onnxruntime']} · "
-             f"torch {v['torch']} · onnx {v['onnx']} · {result['threads']} ORT threads · "
-             f"median of {result['runs']} runs after {result['warmup']} warm-up", ""]
+             machine_line(env, f"ORT {v['onnxruntime']}", f"torch {v['torch']}", f"onnx {v['onnx']}",
+                          f"{result['threads']} ORT threads",
+                          f"median of {result['runs']} runs after {result['warmup']} warm-up", date=result["date"]), ""]
     lines += markdown_table(
         ["variant", "precision", "nodes", "p50 ms", "p90 ms", "mean ms", "CV", "speed-up vs reference"],
         [[r["variant"], r["precision"], str(r["nodes"]), f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}",

@@ -48,7 +48,7 @@ from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import MaskSink, VideoSink, yuv420_frame
 from msf.runtime.sources import open_source
 from msf.runtime.stats import STAGES, PipelineStats
-from msf.runtime.timing import environment, markdown_table, save_results, summarize, time_calls, utc_now
+from msf.runtime.timing import environment, machine_line, markdown_table, save_results, summarize, time_calls, utc_now
 
 HERE = Path(__file__).resolve().parent
 RESOLUTIONS = {"640×480": (640, 480), "1280×720": (1280, 720), "1920×1080": (1920, 1080)}
@@ -294,9 +294,9 @@ def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     v = env["versions"]
     lines = [f"### {result['benchmark']}", "",
-             f"{result['date']} · {env['cpu']} · {env['cores']} cores · Python {env['python']} · "
-             f"OpenCV {v.get('opencv')} · PyAV {v.get('av')} · ORT {v.get('onnxruntime')} · "
-             f"{result['frames']} frames per clip · input clips {result['clip_codec']}", ""]
+             machine_line(env, f"Python {env['python']}", f"OpenCV {v.get('opencv')}", f"PyAV {v.get('av')}",
+                          f"ORT {v.get('onnxruntime')}", f"{result['frames']} frames per clip",
+                          f"input clips {result['clip_codec']}", date=result["date"]), ""]
     if result["sinks"]:
         lines += ["#### Pipeline alone (`--backend null`)", "",
                   "Stage cells: mean wall ms per frame / CPU ms per frame of that stage's thread. "

@@ -19,7 +19,7 @@ import torch
 from msf.evaluate import autocast
 from msf.losses import seg_loss
 from msf.model import MicroSegFormer
-from msf.runtime.timing import environment, markdown_table, save_results, utc_now
+from msf.runtime.timing import environment, machine_line, markdown_table, save_results, utc_now
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = [(256, 16), (512, 8)]
@@ -65,8 +65,8 @@ def main() -> int:
               "steps": args.steps, "warmup": args.warmup, "environment": environment(), "rows": rows}
     env = result["environment"]
     lines = [f"### {result['benchmark']}", "",
-             f"{result['date']} · {env['cpu']} · {env['cores']} cores · torch {env['versions']['torch']} · "
-             f"{env.get('torch_threads')} threads · median of {args.steps} steps after {args.warmup} warm-up", ""]
+             machine_line(env, f"torch {env['versions']['torch']}", f"{env.get('torch_threads')} threads",
+                          f"median of {args.steps} steps after {args.warmup} warm-up", date=result["date"]), ""]
     lines += markdown_table(
         ["input", "batch", "precision", "cheap forward (msf) ms/img", "published graph ms/img", "speed-up"],
         [[f"{r['size']}²", str(r["batch"]), r["precision"], f"{r['cheap_ms_per_image']:.0f}",

@@ -48,13 +48,11 @@ def runtime_resize(img: np.ndarray, size: int) -> np.ndarray:
 
 def f_scores(limit: int | None) -> list[dict]:
     """F at each size with both resizes (same model, same faces)."""
-    import torch
 
     from msf.evaluate import evaluate_pairs
     from msf.model import load_model
     from msf.paths import data_root
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     faces = validation_faces(data_root(), limit)
     pairs = [(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), mask) for _, img, mask in faces]
     model = load_model(None)
@@ -99,11 +97,11 @@ def costs() -> list[dict]:
 
 
 def markdown(res: dict) -> str:
-    from msf.runtime.timing import markdown_table
+    from msf.runtime.timing import machine_line, markdown_table
 
     env = res["environment"]
     lines = ["### Letterbox downscale: INTER_AREA vs resize_to", "",
-             f"{res['date']} · {env['cpu']} · {env['cores']} cores · OpenCV {cv2.__version__}", "",
+             machine_line(env, f"OpenCV {cv2.__version__}", date=res["date"]), "",
              f"F (CE7454) of the shipped weights on {res['f'][0]['faces']} validation faces, scored at 512² "
              "like msf-eval; max |diff| "
              f"{max(abs(r['diff']) for r in res['f']):.4f} (accepted: ≤ 0.002 drop at every size).", ""]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msf.runtime.timing import markdown_table
+from msf.runtime.timing import machine_line, markdown_table
 
 COLUMNS = [("model", "model"), ("backend", "backend"), ("precision", "prec."), ("batch", "batch"),
            ("size", "size"), ("file_mb", "MB"), ("p50_ms", "p50 ms"), ("p90_ms", "p90"), ("p99_ms", "p99"),
@@ -28,7 +28,7 @@ def fmt(key: str, v) -> str:
 def markdown(records: list[dict], env: dict) -> str:
     """A Markdown table of ``records`` with a line naming the machine and library versions."""
     v = env["versions"]
-    lines = [f"{env['cpu']} · {env['cores']} cores · ORT {v.get('onnxruntime')} · torch {v.get('torch')}", ""]
+    lines = [machine_line(env, f"ORT {v.get('onnxruntime')}", f"torch {v.get('torch')}"), ""]
     lines += markdown_table([h for _, h in COLUMNS], [[fmt(k, r.get(k)) for k, _ in COLUMNS] for r in records])
     return "\n".join(lines) + "\n"
 

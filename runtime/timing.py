@@ -83,6 +83,11 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def machine_line(env: dict[str, Any], *parts: str, date: str | None = None) -> str:
+    """The line naming when and where a result was measured: date · CPU · cores · ``parts``."""
+    return " · ".join(([date] if date else []) + [env["cpu"], f"{env['cores']} cores", *parts])
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """Lines of a Markdown table."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
