@@ -27,7 +27,7 @@ from msf.checkpoint import checkpoint_metadata
 from msf.data import list_samples
 from msf.paths import data_root
 from msf.runtime.align import TEMPLATE, Placement, aligned_placement, square_iou
-from msf.runtime.faces import YuNetDetector
+from msf.runtime.faces import DETECT_SIZE, REFINE_SIZE, YuNetDetector
 
 
 def training_images(root, limit: int | None = None) -> list:
@@ -39,9 +39,11 @@ def training_images(root, limit: int | None = None) -> list:
     return samples
 
 
-def measure(samples: list, detect_size: int = 320) -> dict:
-    """Landmark template, box geometry, fit residuals and crop geometry over ``samples``."""
-    det = YuNetDetector(detect_size)
+def measure(samples: list, detect_size: int = REFINE_SIZE) -> dict:
+    """Landmark template, box geometry, fit residuals and crop geometry over ``samples``, each
+    512² crop seen whole at ``detect_size``² in one pass: by default the geometry msf-video's
+    final landmarks come from (a face's aligned square re-detected upright at ``REFINE_SIZE``²)."""
+    det = YuNetDetector(detect_size, refine_size=0)
     lms, boxes, missing = [], [], 0
     for s in samples:
         img = cv2.imread(str(s.image))
@@ -81,7 +83,7 @@ def _centre_inside(face, inside: np.ndarray) -> bool:
     return bool(inside[i, j])
 
 
-def measure_footage(samples: list, detect_size: int = 320, seed: int = 1) -> dict:
+def measure_footage(samples: list, detect_size: int = DETECT_SIZE, seed: int = 1) -> dict:
     """Landmark template and box geometry as the pipeline sees faces (see the module docstring)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_faces import crop_matrix, place_face
@@ -128,7 +130,9 @@ def measure_footage(samples: list, detect_size: int = 320, seed: int = 1) -> dic
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, help="measure on N training faces spread over the set")
-    ap.add_argument("--detect-size", type=int, default=320)
+    ap.add_argument("--detect-size", type=int,
+                    help=f"detector input: the crop's side (default {REFINE_SIZE}) or, with --footage, the "
+                         f"frame's long side (default {DETECT_SIZE})")
     ap.add_argument("--footage", action="store_true", help="measure on faces placed into 1280×720 footage")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
@@ -136,7 +140,8 @@ def main() -> int:
     if root is None:
         sys.exit("measure_face_template: needs the face data (MSF_DATA or ../shared/data/faces)")
     measure_fn = measure_footage if args.footage else measure
-    res = measure_fn(training_images(root, args.limit), args.detect_size)
+    size = args.detect_size or (DETECT_SIZE if args.footage else REFINE_SIZE)
+    res = measure_fn(training_images(root, args.limit), size)
     res["shipped_template"] = TEMPLATE.round(4).tolist()
     print(json.dumps(res, indent=1))
     if args.json:

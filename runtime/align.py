@@ -20,22 +20,24 @@ import numpy as np
 from msf.contract import DEFAULT_SIZE
 
 # Measured with ``python benchmarks/measure_face_template.py``: YuNet-n (this package's file,
-# OpenCV 4.14 FaceDetectorYN, each 512² image downscaled to 320², score ≥ 0.6) on the 800 training
-# faces of the data root (the shipped checkpoint's 100 validation names left out); found in all 800.
+# OpenCV 4.14 FaceDetectorYN, score ≥ 0.6) on the 800 training faces of the data root (the shipped
+# checkpoint's validation names left out), each 512² crop seen whole at 160² — the geometry the
+# final landmarks come from, since msf-video re-detects every face upright in its aligned square
+# at ``faces.REFINE_SIZE``²; found in all 800.
 # Mean landmark position as a fraction of the crop side (x, y), in YuNet's order: right eye, left
-# eye (as seen: image left first), nose tip, right and left mouth corner. Spread (std) 0.012-0.017,
-# nose x 0.038.
+# eye (as seen: image left first), nose tip, right and left mouth corner. Spread (std) 0.011-0.017,
+# nose x 0.035.
 TEMPLATE = np.array([
-    [0.3801, 0.4771],
-    [0.6256, 0.4750],
-    [0.5046, 0.6263],
-    [0.3980, 0.7287],
-    [0.6116, 0.7270],
+    [0.3798, 0.4830],
+    [0.6300, 0.4801],
+    [0.5055, 0.6274],
+    [0.3980, 0.7341],
+    [0.6128, 0.7317],
 ], dtype=np.float64)
 # Same run: the detector's box relative to the crop (centre x, centre y; side = max(w, h)), for the
 # box-only fallback when landmarks are unreliable.
-BOX_CENTER = (0.5008, 0.5512)
-BOX_SIDE = 0.7363
+BOX_CENTER = (0.5047, 0.5553)
+BOX_SIDE = 0.7289
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,23 @@ import msf
 from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError
 from msf.runtime.align import Placement, aligned_placement, box_placement
+from msf.runtime.preprocess import window_matrix
 
 MODEL_DIR = Path(msf.__file__).resolve().parent / "models" / "yunet"  # shipped as package data
 YUNET_FILE = MODEL_DIR / "yunet_n_320_320.onnx"
 
 DETECT_SIZE = 320  # long side of the frame the detector sees (see BENCHMARKS.md, face mode)
+# Side of the upright aligned square each face is re-detected in for its final landmarks (0: no
+# second pass). At 320 px a face of the placed-face footage is 37-95 px wide and its tilt comes out
+# ±8° off; re-detected upright at 160² it is ±3.7° (benchmarks/bench_faces.py).
+REFINE_SIZE = 160
+# While faces are tracked (each re-detected in its own square every run), the whole frame is
+# scanned for new faces on every SCAN_EVERY-th detection run (and whenever a tracked face is lost).
+SCAN_EVERY = 5
 SCORE_THRESHOLD = 0.6
 NMS_THRESHOLD = 0.3
-# RMS landmark residual after the similarity fit, as a fraction of the crop side: median 0.012,
-# 99th percentile 0.050, max 0.101 on the 800 training faces (benchmarks/measure_face_template.py);
+# RMS landmark residual after the similarity fit, as a fraction of the crop side: median 0.010,
+# 99th percentile 0.046, max 0.093 on the 800 training faces (benchmarks/measure_face_template.py);
 # above this the landmarks are not trusted and the box fallback is used.
 MAX_RESIDUAL = 0.08
 
@@ -49,9 +57,12 @@ class YuNetDetector:
     """YuNet-n through ``cv2.FaceDetectorYN`` on a frame downscaled to ``detect_size`` long side."""
 
     def __init__(self, detect_size: int = DETECT_SIZE, score_threshold: float = SCORE_THRESHOLD,
-                 nms_threshold: float = NMS_THRESHOLD, model: str | Path | None = None) -> None:
+                 nms_threshold: float = NMS_THRESHOLD, model: str | Path | None = None,
+                 refine_size: int = REFINE_SIZE) -> None:
         if detect_size < 32:
             raise MsfError(f"detect size must be at least 32 px, not {detect_size}")
+        if refine_size and refine_size < 64:
+            raise MsfError(f"landmark refine size must be 0 (off) or at least 64 px, not {refine_size}")
         if not 0.0 < score_threshold < 1.0:
             raise MsfError(f"detector score threshold must be in (0, 1), not {score_threshold}")
         path = Path(model) if model else YUNET_FILE
@@ -63,8 +74,11 @@ class YuNetDetector:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise MsfError(f"cannot load the face detector {path.name} with OpenCV {cv2.__version__}: "
                            f"{reason}") from None
-        self.detect_size = detect_size
+        self.detect_size, self.refine_size = detect_size, refine_size
+        self.thresholds = (score_threshold, nms_threshold)
+        self._path = path
         self._input: tuple[int, int] | None = None
+        self._refine_net = None
 
     def __call__(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces in ``frame_bgr`` (boxes and landmarks in frame pixel indices)."""
@@ -72,8 +86,7 @@ class YuNetDetector:
         scale = self.detect_size / max(h, w)
         img = frame_bgr
         if scale != 1.0:
-            dw, dh = max(1, round(w * scale)), max(1, round(h * scale))
-            img = cv2.resize(frame_bgr, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            img = _downscale(frame_bgr, max(1, round(w * scale)), max(1, round(h * scale)))
         sx, sy = w / img.shape[1], h / img.shape[0]
         if self._input != img.shape[1::-1]:
             self._input = img.shape[1::-1]
@@ -87,7 +100,66 @@ class YuNetDetector:
             # pixel-centre convention: index x in the small image is (x + 0.5)·s - 0.5 in the frame
             lm = (r[4:14].reshape(5, 2).astype(np.float64) + 0.5) * [sx, sy] - 0.5
             faces.append(Face(box, float(r[14]), lm))
+        if self.refine_size:
+            faces = [self._refine(frame_bgr, f) for f in faces]
         return faces
+
+    def _refine(self, frame_bgr: np.ndarray, face: Face) -> Face:
+        """``face`` with its landmarks re-detected in its aligned square (``redetect``); unchanged
+        when its first landmarks are unreliable or the second pass finds no face."""
+        place, resid = aligned_placement(face.landmarks, self.refine_size)
+        if resid > MAX_RESIDUAL:
+            return face
+        return self.redetect(frame_bgr, place) or face
+
+    def redetect(self, frame_bgr: np.ndarray, place: Placement) -> Face | None:
+        """The face in the square ``place`` (a first detection's or a tracked face's aligned
+        square), detected again with the square warped upright to ``refine_size``², the geometry
+        the landmark template was measured at; None when no face sits at the square's centre."""
+        n = self.refine_size or REFINE_SIZE
+        if self._refine_net is None:
+            self._refine_net = cv2.FaceDetectorYN.create(str(self._path), "", (n, n), *self.thresholds, 5000)
+        _, rows = self._refine_net.detect(_upright_square(frame_bgr, place, n))
+        if rows is None:
+            return None
+        off = [math.hypot(r[0] + r[2] / 2 - n / 2, r[1] + r[3] / 2 - n / 2) for r in rows]
+        r = rows[int(np.argmin(off))]
+        if min(off) > n / 4:
+            return None
+        m = place.matrix(n)  # frame -> square; its inverse takes the detection back to the frame
+        inv = np.linalg.inv(m[:, :2])
+        lm = (r[4:14].reshape(5, 2).astype(np.float64) - m[:, 2]) @ inv.T
+        x, y, w, h = (float(v) for v in r[:4])
+        corners = (np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]) - 0.5 - m[:, 2]) @ inv.T + 0.5
+        (bx0, by0), (bx1, by1) = corners.min(0), corners.max(0)
+        return Face((float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)), float(r[14]), lm)
+
+
+def _upright_square(frame_bgr: np.ndarray, place: Placement, n: int) -> np.ndarray:
+    """The square ``place`` warped upright to n² for the detector (bilinear, zero border): its
+    frame window is first halved while the square stays at least 2n wide, so the warp never skips
+    pixels; cheaper than the model crop's arbitrary-ratio area resize (0.3 against 1.7 ms)."""
+    (x0, y0, x1, y1), m = window_matrix(place, n, *frame_bgr.shape[:2])
+    region, k = frame_bgr[y0:y1, x0:x1], 1
+    while place.side / k >= 2 * n and min(region.shape[:2]) >= 4:
+        h2, w2 = region.shape[0] // 2, region.shape[1] // 2
+        region = cv2.resize(region[:2 * h2, :2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
+        k *= 2
+    if k > 1:  # halved index u = (x + 0.5) / k - 0.5  ->  x = k·u + (k - 1) / 2
+        m = np.hstack([m[:, :2] * k, (m[:, 2] + m[:, :2] @ np.full(2, (k - 1) / 2))[:, None]])
+    if region.size == 0:
+        return np.zeros((n, n, 3), frame_bgr.dtype)
+    return cv2.warpAffine(region, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _downscale(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``img`` shrunk to w×h for the detector: exact halvings first (OpenCV's fast 2× area path:
+    1280×720 -> 320×180 in 0.34 ms, against 2.0 ms for one 4× area resize), then one area resize."""
+    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h and img.shape[1] % 2 == 0 and img.shape[0] % 2 == 0:
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if img.shape[1::-1] == (w, h):
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR)
 
 
 class OneEuro:
@@ -173,26 +245,32 @@ def _state(place: Placement) -> np.ndarray:
 class FaceTracker:
     """Detect faces and keep one smoothed, CelebAMask-HQ-aligned placement per face.
 
-    Detections are matched to tracks by centre distance; each track's transform (centre, log
-    side, angle) goes through a One-Euro filter whose speed is measured in face sides per frame.
-    A track survives ``max_missed`` detection runs without a match (the detector blinking once
-    does not leave a face unparsed) while the picture under it still looks like the face did (a
-    cut or a face that left drops the track at once). ``detect_every`` > 1 runs the detector on every N-th frame
-    only and reuses the tracked placements in between. ``smoothing`` scales the filter: 0 = raw
-    detections, 1 = default, larger = smoother.
+    A detection run re-detects each tracked face in its own aligned square and scans the whole
+    frame only when nothing is tracked, when a tracked face was not found again, or on every
+    ``scan_every``-th run (new faces). Detections are matched to tracks by centre distance; each
+    track's transform (centre, log side, angle) goes through a One-Euro filter whose speed is
+    measured in face sides per frame. A track survives ``max_missed`` detection runs without a
+    match (the detector blinking once does not leave a face unparsed) while the picture under it
+    still looks like the face did (a cut or a face that left drops the track at once).
+    ``detect_every`` > 1 runs detection on every N-th frame only and reuses the tracked
+    placements in between. ``smoothing`` scales the filter: 0 = raw detections, 1 = default,
+    larger = smoother.
     """
 
     def __init__(self, smoothing: float = 1.0, max_missed: int = 3, detect_size: int = DETECT_SIZE,
                  score_threshold: float = SCORE_THRESHOLD, detect_every: int = 1, size: int = DEFAULT_SIZE,
-                 detector: YuNetDetector | None = None) -> None:
+                 detector: YuNetDetector | None = None, scan_every: int = SCAN_EVERY) -> None:
         if detect_every < 1:
             raise MsfError(f"detect_every must be at least 1, not {detect_every}")
+        if scan_every < 1:
+            raise MsfError(f"scan_every must be at least 1, not {scan_every}")
         if smoothing < 0:
             raise MsfError(f"face smoothing must be ≥ 0, not {smoothing}")
         self.detector = detector or YuNetDetector(detect_size, score_threshold)
         self.smoothing, self.max_missed, self.size = smoothing, max_missed, size
         self.tracks: list[_Track] = []
         self.detect_every, self._frames, self._next_id = detect_every, 0, 0
+        self.scan_every, self._since_scan = scan_every, 0
 
     def detect(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces in this frame (no tracking)."""
@@ -202,9 +280,30 @@ class FaceTracker:
         """Placements for this frame, one per live track (call once per frame, in order)."""
         self._frames += 1
         if (self._frames - 1) % self.detect_every == 0:
-            faces = [f if isinstance(f, Face) else Face(tuple(map(float, f))) for f in self.detect(frame_bgr)]
-            self._match([f.placement(self.size) for f in faces], frame_bgr)
+            self._match(self._find(frame_bgr), frame_bgr)
         return [t.place for t in self.tracks]
+
+    def _find(self, frame_bgr: np.ndarray) -> list[tuple[Placement, bool]]:
+        """This detection run's faces. Tracked faces are re-detected in their own aligned squares
+        (cheaper than a frame scan, and at the template's geometry); the whole frame is scanned
+        when nothing is tracked, when a tracked face was not found again, and every
+        ``scan_every``-th run for faces that have just come in."""
+        found: list[tuple[Placement, bool]] = []
+        self._since_scan += 1
+        if self.tracks and getattr(self.detector, "refine_size", 0) and self._since_scan < self.scan_every:
+            # a track whose picture changed (a cut, the face gone) is not looked for in its square
+            again = [self.detector.redetect(frame_bgr, t.place)
+                     if _same_picture(t.thumb, _thumb(frame_bgr, t.place)) else None for t in self.tracks]
+            found = [f.placement(self.size) for f in again if f is not None]
+            if len(found) == len(self.tracks):
+                return found
+        self._since_scan = 0
+        for f in self.detect(frame_bgr):
+            f = f if isinstance(f, Face) else Face(tuple(map(float, f)))
+            p, aligned = f.placement(self.size)
+            if all(math.dist(p.center, q.center) >= 0.5 * max(p.side, q.side) for q, _ in found):
+                found.append((p, aligned))
+        return found
 
     @property
     def track_ids(self) -> list[int]:

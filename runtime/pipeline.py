@@ -10,8 +10,9 @@ Threads, joined by bounded queues so every stage overlaps the others:
   with decoding and inference;
 - the calling thread only counts frames (progress bar) and shows the live window.
 
-For files, the reader and render threads run at a lower priority (``helper_nice``) so that the
-encoder and inference, which every frame waits for, get the cores first.
+For files, the render thread (and in full mode the reader) runs at a lower priority
+(``helper_nice``) so that the encoder and inference, which every frame waits for, get the cores
+first.
 
 File sources are processed in order, every frame, with throughput-sized queues; live sources
 use shallow queues (and drop stale frames upstream) so latency stays bounded. The backend is
@@ -62,11 +63,13 @@ class Job:
 class PipelineConfig:
     """``queue_size``: frames buffered between stages (files: deep, for throughput; live: 2).
     ``warmup``: run the backend once per batch size before the clock starts.
-    ``helper_nice``: for file sources, the decode/crop and render threads run this much nicer
-    (lower priority, Linux) than inference and encoding, the stages every frame waits for: those
-    get the cores first and the helpers, whose deep queues absorb the delay, fill the gaps
-    (measured on 2 cores, 720p to H.264 veryfast: +11 % FPS at 15, +8 % at 10). Live sources
-    keep normal priority (their frames must not wait). 0: all threads equal."""
+    ``helper_nice``: for file sources, the render thread and, in full mode, the decode/letterbox
+    thread run this much nicer (lower priority, Linux) than inference and encoding, the stages
+    every frame waits for: those get the cores first and the helpers, whose deep queues absorb the
+    delay, fill the gaps (measured on 2 cores, 720p to H.264 veryfast: +11 % FPS at 15, +8 % at
+    10). In face and auto mode the reader keeps normal priority: its face detection feeds
+    inference (niced, a 720p face clip with ONNX Runtime ran 4-6 % slower). Live sources keep
+    normal priority (their frames must not wait). 0: all threads equal."""
 
     batch: int = 4
     queue_size: int = 8
@@ -224,7 +227,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
 
     def reader(j: int, job: Job) -> None:
         live = job.source.live
-        if not live:
+        if not live and seg.mode == "full":  # face/auto: the reader's face detection feeds inference
             lower_thread_priority(cfg.helper_nice)
         try:
             i = 0

@@ -63,19 +63,23 @@ def _bounds(place: Placement, h: int, w: int, pad: int = 1) -> tuple[int, int, i
     return max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
 
 
+def window_matrix(place: Placement, size: int, h: int, w: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The in-frame window (x0, y0, x1, y1) holding ``place`` and its ``matrix(size)`` rewritten for
+    that window's coordinates (x_win = x - x0), so only the window need be warped."""
+    x0, y0, x1, y1 = _bounds(place, h, w)
+    m = place.matrix(size).copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    return (x0, y0, x1, y1), m
+
+
 def warp_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
     """``cv2.warpAffine`` of ``frame`` by ``place.matrix(size)`` (bilinear, zero border). When the
     square is more than twice the input size, its window is first shrunk with INTER_AREA so that
     the warp only rotates and fine-scales (no aliasing from skipping pixels)."""
-    m = place.matrix(size)
-    h, w = frame.shape[:2]
-    x0, y0, x1, y1 = _bounds(place, h, w)
+    (x0, y0, x1, y1), m = window_matrix(place, size, *frame.shape[:2])
     if x1 <= x0 or y1 <= y0:
         return np.zeros((size, size, 3), frame.dtype)
     region = frame[y0:y1, x0:x1]
-    # window coordinates: x_win = x - x0
-    m = m.copy()
-    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
     k = size / place.side
     if k < 0.5:
         rw, rh = max(1, round((x1 - x0) * k * 1.5)), max(1, round((y1 - y0) * k * 1.5))
@@ -91,11 +95,9 @@ def warp_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:
 def warp_labels(labels: np.ndarray, place: Placement, h: int, w: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Labels (n×n) warped back onto the frame window that ``place`` covers (nearest, 0 outside
     the square); returns the window's labels and its (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = _bounds(place, h, w)
+    (x0, y0, x1, y1), m = window_matrix(place, labels.shape[0], h, w)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((0, 0), labels.dtype), (x0, y0, x0, y0)
-    m = place.matrix(labels.shape[0]).copy()
-    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
     part = cv2.warpAffine(labels, m, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return part, (x0, y0, x1, y1)

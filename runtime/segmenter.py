@@ -21,7 +21,7 @@ from msf.runtime.preprocess import Placement, assemble_labels, letterbox_placeme
 MODES = ("auto", "full", "face")
 # --mode auto parses the whole frame when it is a face close-up like the training images: a face
 # whose aligned crop covers the letterboxed frame with IoU ≥ this. Measured with
-# benchmarks/measure_face_template.py: IoU ≥ 0.74 on 99 % of the 800 training faces (median 0.92);
+# benchmarks/measure_face_template.py: IoU ≥ 0.71 on 99 % of the 800 training faces (median 0.91);
 # a face of 200-520 px in a 1280×720 frame has IoU ≤ 0.17.
 AUTO_FULL_IOU = 0.5
 
@@ -41,11 +41,14 @@ class Segmenter:
     def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int = DEFAULT_SIZE, smooth: float = 0.0, cuda_graphs: bool = False,
-                 detect_every: int = 1, detect_size: int = 320, detect_score: float = 0.6) -> None:
+                 detect_every: int = 1, detect_size: int = 320, detect_score: float = 0.6,
+                 scan_every: int = 5) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:
             raise MsfError(f"detect_every must be at least 1, not {detect_every}")
+        if scan_every < 1:
+            raise MsfError(f"scan_every must be at least 1, not {scan_every}")
         if not 0.0 <= smooth < 1.0:
             raise MsfError(f"smoothing must be in [0, 1), not {smooth}")
         if mode != "full":  # load the detector now: a missing or unloadable file fails before any frame
@@ -65,6 +68,7 @@ class Segmenter:
         self.size = self.backend.size
         self.trackers: dict[int, object] = {}  # face/auto mode: one tracker per stream
         self.detect_every, self.detect_size, self.detect_score = detect_every, detect_size, detect_score
+        self.scan_every = scan_every
         # smoothing keys (stream, face track id or "full") of each frame's squares, queued by
         # placements() and consumed in the same order by infer()
         self._keys: dict[int, deque] = {}
@@ -80,7 +84,8 @@ class Segmenter:
             from msf.runtime.faces import FaceTracker
 
             self.trackers[stream] = FaceTracker(detect_every=self.detect_every, detect_size=self.detect_size,
-                                                score_threshold=self.detect_score, size=self.size)
+                                                score_threshold=self.detect_score, size=self.size,
+                                                scan_every=self.scan_every)
         tracker = self.trackers[stream]
         places = tracker.update(frame)
         if self.mode == "auto" and places:

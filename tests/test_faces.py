@@ -109,6 +109,86 @@ def test_detector_aligns_real_training_faces_like_the_training_crops(face_pairs)
         assert square_iou(place, Placement(0, 0, 512)) > 0.7  # the training crop is its own alignment
 
 
+def _placed(bench, img, seed, side=300.0, angle=15.0):
+    """One validation face placed into a 720p frame at a known square (bench_faces' geometry)."""
+    rng = np.random.default_rng(seed)
+    frame = np.full((720, 1280, 3), 100, np.uint8)
+    n = round(side)
+    m = bench.crop_matrix(640, 360, side, angle, n)
+    face = cv2.resize(img, (n, n), interpolation=cv2.INTER_AREA)
+    inside = cv2.warpAffine(np.ones((n, n), np.uint8), m, (1280, 720), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    warped = cv2.warpAffine(face, m, (1280, 720), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    frame[inside > 0] = warped[inside > 0]
+    frame = np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
+    return frame, Placement(640 - side / 2, 360 - side / 2, side, angle)
+
+
+def test_redetect_in_the_aligned_square_maps_landmarks_back_to_the_frame(bench, val_faces):
+    """A face re-detected in a rotated, offset square: its landmarks come back in frame pixels
+    (the aligned square from them matches the placed crop), and a square without a face gives None."""
+    det = YuNetDetector()
+    for k, (_, img, _) in enumerate(val_faces[:4]):
+        frame, truth = _placed(bench, img, k, angle=(-15.0, 15.0)[k % 2])
+        near = Placement(truth.x0 + 20, truth.y0 - 15, truth.side * 1.1, truth.angle - 8)
+        face = det.redetect(frame, near)
+        assert face is not None and face.landmarks.shape == (5, 2)
+        place, aligned = face.placement(512)
+        assert aligned and square_iou(place, truth) > 0.8 and abs(place.angle - truth.angle) < 6
+        x, y, w, h = face.box
+        assert abs(x + w / 2 - 640) < 0.2 * truth.side and abs(y + h / 2 - 360) < 0.3 * truth.side
+    assert det.redetect(frame, Placement(0, 0, 200)) is None  # the frame's empty corner
+
+
+def test_second_pass_aligns_better_than_the_frame_scan(bench, val_faces):
+    """The refined landmarks (face re-detected upright at REFINE_SIZE²) give squares closer to the
+    placed crops than one pass over the downscaled frame does."""
+    one, two = YuNetDetector(refine_size=0), YuNetDetector()
+    iou = {0: [], 1: []}
+    for k, (_, img, _) in enumerate(val_faces):
+        frame, truth = _placed(bench, img, k, side=220.0, angle=(-18.0, 18.0)[k % 2])
+        for i, det in enumerate((one, two)):
+            (face,) = det(frame)
+            iou[i].append(square_iou(face.placement(512)[0], truth))
+    assert np.mean(iou[1]) > np.mean(iou[0]) + 0.01 and np.mean(iou[1]) > 0.85
+
+
+def test_tracked_faces_are_redetected_and_the_frame_scanned_every_nth_run(bench, val_faces, monkeypatch):
+    frame, truth = _placed(bench, val_faces[0][1], 0)
+    tracker = FaceTracker(scan_every=3)
+    scans, redetects = [], []
+    scan, redetect = tracker.detect, tracker.detector.redetect
+    monkeypatch.setattr(tracker, "detect", lambda f: scans.append(1) or scan(f))
+    monkeypatch.setattr(tracker.detector, "redetect", lambda f, p: redetects.append(1) or redetect(f, p))
+    for _ in range(7):
+        (place,) = tracker.update(frame)
+        assert square_iou(place, truth) > 0.8
+    # scans (each face found refined in its square) on runs 1, 4, 7; the tracked square alone on the others
+    assert len(scans) == 3 and len(redetects) == 3 + 4
+    moved = np.roll(frame, 400, axis=1)  # the face jumped (a cut): found at once by a scan
+    (place,) = tracker.update(moved)
+    assert len(scans) == 4 and abs(place.center[0] - truth.center[0] - 400) < 30
+    from msf.runtime.segmenter import Segmenter
+
+    for make in (lambda: FaceTracker(scan_every=0), lambda: Segmenter(mode="face", backend="null", scan_every=0)):
+        with pytest.raises(MsfError, match="scan_every must be at least 1"):
+            make()
+
+
+def test_detector_downscale_matches_one_area_resize():
+    from msf.runtime.faces import _downscale
+
+    rng = np.random.default_rng(4)
+    for w, h, dw, dh in ((1280, 720, 320, 180), (640, 480, 320, 240), (1920, 1080, 320, 180), (1001, 563, 320, 180)):
+        img = cv2.resize(rng.integers(0, 255, (h // 32, w // 32, 3), np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+        got = _downscale(img, dw, dh).astype(int)
+        ref = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
+        assert got.shape == ref.shape
+        if w // dw in (2, 4) and w % dw == 0:  # only halvings: the same block average up to rounding
+            assert np.abs(got - ref).max() <= 1
+        else:  # halvings, then one area step: an antialiased shrink of the same picture
+            assert np.abs(got - ref).mean() < 1.5 and abs(got.mean() - ref.mean()) < 0.5
+
+
 def test_box_fallback_when_landmarks_do_not_fit():
     good = _lm_face(400, 300, 250)
     place, aligned = good.placement(512)

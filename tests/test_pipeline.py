@@ -533,13 +533,16 @@ def test_file_helpers_run_nicer_and_live_sources_do_not():
             return super()._read()
 
     frames = [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(3)]
-    for cfg, live, want in ((PipelineConfig(helper_nice=5), False, min(19, base + 5)),
-                            (PipelineConfig(helper_nice=0), False, base), (live_config(1), True, base)):
+    # (the reader's face detection feeds inference: in face mode it keeps normal priority)
+    for cfg, live, mode, want in ((PipelineConfig(helper_nice=5), False, "full", min(19, base + 5)),
+                                  (PipelineConfig(helper_nice=5), False, "face", base),
+                                  (PipelineConfig(helper_nice=0), False, "full", base),
+                                  (live_config(1), True, "full", base)):
         src = NiceSource(frames)
         src.live, src.seen = live, []
         job = Job(src, MemoryVideo())
-        run_pipeline(seg_with(NullBackend(SIZE)), [job], cfg, PipelineStats())
-        assert job.written == 3 and set(src.seen) == {want}, (cfg, live)
+        run_pipeline(seg_with(NullBackend(SIZE), mode), [job], cfg, PipelineStats())
+        assert job.written == 3 and set(src.seen) == {want}, (cfg, live, mode)
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the calling thread is never reniced
     done: list[int] = []
     t = threading.Thread(target=lambda: (lower_thread_priority(3), done.append(os.getpriority(

@@ -65,6 +65,10 @@ def build_parser():
                         "and pasted back")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
                    help="face/auto mode: run the face detector on every N-th frame, track in between")
+    p.add_argument("--scan-every", type=positive_int, default=5, metavar="N",
+                   help="face/auto mode: tracked faces are re-detected in their own aligned square on every "
+                        "detection run; the whole frame is scanned for new faces on every N-th run (and at once "
+                        "when a tracked face is lost)")
     p.add_argument("--detect-size", type=positive_int, default=320, metavar="PX",
                    help="face/auto mode: long side of the downscaled frame the detector sees (larger finds "
                         "smaller faces, costs more)")
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         seg = Segmenter(args.model, args.backend, args.mode, device=args.device,
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
                         smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
-                        detect_size=args.detect_size, detect_score=args.detect_score,
+                        detect_size=args.detect_size, detect_score=args.detect_score, scan_every=args.scan_every,
                         size=args.size or DEFAULT_SIZE)
         if args.size and seg.size != args.size:
             raise MsfError(f"{args.model} is fixed at {seg.size}² input; export it with msf-export --size "
