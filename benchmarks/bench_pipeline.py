@@ -196,10 +196,11 @@ def target_runs(clip: Path, tmp: Path, reps: int, log: Callable[[str], None]) ->
     return rows
 
 
-def pure_inference(seg: Segmenter, frame: np.ndarray, iters: int) -> dict[str, float]:
-    """The backend alone, batch 1, on the clip's first (prepared) crop."""
-    crops = seg.crops(frame, seg.placements(frame))
-    return summarize(time_calls(lambda: seg.infer(crops), iters=iters, warmup=3))
+def pure_inference(seg: Segmenter, frame: np.ndarray, iters: int, batch: int = 1) -> dict[str, float]:
+    """The backend alone on the clip's first (prepared) crop, ``batch`` copies per call, about
+    ``iters`` frames; times in ms per frame."""
+    crops = seg.crops(frame, seg.placements(frame)) * batch
+    return summarize(time_calls(lambda: seg.infer(crops), iters=max(3, iters // batch), warmup=2) / batch)
 
 
 def decode_all(clip: Path) -> list[np.ndarray]:
@@ -325,19 +326,23 @@ def markdown(result: dict[str, Any]) -> str:
                                   _size(r["output_bytes"])] for r in result["x264"]])
     if result.get("ort"):
         lines += ["", "#### ONNX Runtime CPU: pure inference vs msf-video end to end (default H.264 output)", "",
-                  "Runs > 1: pure and end to end alternated; FPS and ms from the median run, ratios the "
-                  "medians of the per-run ratios.", ""]
+                  "Plain = the backend alone in the same process, ms per frame at batch 1 and at the pipeline's "
+                  "batch, measured before and after each end-to-end run; runs > 1: ms and FPS from the median run, "
+                  "ratios the medians of the per-run ratios (each cell: vs batch 1 / vs the same batch).", ""]
 
         def ratios(r: dict[str, Any], key: str) -> str:
+            cell = f"{r[key]:.2f} / {r.get(key + '_batch', r[key]):.2f}"
             runs = r.get(key + "_runs") or []
-            return f"{r[key]:.2f}" + (f" ({' / '.join(f'{v:.2f}' for v in runs)})" if len(runs) > 1 else "")
+            return cell + (f" (per run vs batch 1: {', '.join(f'{v:.2f}' for v in runs)})" if len(runs) > 1 else "")
 
         lines += markdown_table(
-            ["input", "ORT threads", "batch ≤", "runs", "pure inference FPS", "end-to-end FPS", "ratio",
-             "infer ms/frame plain", "infer ms/frame in pipeline", "ratio", "warm-up ms"],
-            [[f"{r['size']}²", str(r["threads"]), str(r["batch"]), str(r.get("runs", 1)), f"{r['pure_fps']:.1f}",
-              f"{r['e2e']['fps']:.1f}", ratios(r, "e2e_ratio"), f"{r['pure_ms']:.1f}",
-              f"{r['infer_in_pipeline_ms']:.1f}", ratios(r, "infer_ratio"), f"{r['e2e']['warmup_ms']:.0f}"]
+            ["input", "ORT threads", "batch ≤", "runs", "plain ms/frame, batch 1 / same batch",
+             "end-to-end FPS", "end-to-end / plain FPS", "infer ms/frame in pipeline", "in pipeline / plain",
+             "warm-up ms"],
+            [[f"{r['size']}²", str(r["threads"]), str(r["batch"]), str(r.get("runs", 1)),
+              f"{r['pure_ms']:.1f} / {r.get('pure_batch_ms', r['pure_ms']):.1f}", f"{r['e2e']['fps']:.1f}",
+              ratios(r, "e2e_ratio"), f"{r['infer_in_pipeline_ms']:.1f}", ratios(r, "infer_ratio"),
+              f"{r['e2e']['warmup_ms']:.0f}"]
              for r in result["ort"]])
     if result.get("streams"):
         lines += ["", "#### Many streams in one pipeline: aggregate FPS", ""]
@@ -434,24 +439,37 @@ def main() -> int:
                 variants += [(512, cores, 1)] + ([(512, cores - 1, 4)] if cores > 1 else [])
             for size, threads, batch in variants:
                 seg = Segmenter(backend="onnxruntime", size=size, threads=threads)
-                # the default at 512² is what the targets name: pure and end to end alternate 3 times
-                # and the ratios are the medians of the per-run ratios (the machine's speed drifts)
-                reps = 3 if (size, threads, batch) == (512, cores, 4) and not args.quick else 1
+                # The default at 512² is what the targets name: measured 4 times, each end-to-end run
+                # bracketed by plain-session runs (before and after, averaged) at batch 1 and at the
+                # pipeline's batch; ratios are the medians of the per-run ratios (the machine's speed
+                # drifts by more than the effect).
+                reps = 4 if (size, threads, batch) == (512, cores, 4) and not args.quick else 1
+                iters = max(20, min(ort_frames, 40))
                 runs = []
                 for _ in range(reps):
-                    pure = pure_inference(seg, first, iters=max(20, min(ort_frames, 100)))
+                    before = {b: pure_inference(seg, first, iters, b)["mean_ms"] for b in {1, batch}}
                     e2e = run_clips(seg, [square], "h264-veryfast", tmp, batch=batch)
-                    runs.append((pure, e2e))
-                    log(f"ort {size}² threads {threads} batch {batch}: pure {1000 / pure['mean_ms']:.1f} FPS, "
-                        f"e2e {e2e['fps']:.1f} FPS, infer in pipeline {e2e['stages']['infer']['mean_ms']:.1f} ms")
-                e2e_ratio = [e["fps"] * p["mean_ms"] / 1000 for p, e in runs]
-                infer_ratio = [e["stages"]["infer"]["mean_ms"] / p["mean_ms"] for p, e in runs]
-                pure, e2e = runs[int(np.argsort([e["fps"] for _, e in runs])[len(runs) // 2])]  # the median run
-                result["ort"].append({"size": size, "threads": threads, "batch": batch, "clip": "512×512",
-                                      "runs": reps, "pure_fps": 1000 / pure["mean_ms"], "pure_ms": pure["mean_ms"],
-                                      "pure": pure, "infer_in_pipeline_ms": e2e["stages"]["infer"]["mean_ms"],
-                                      "e2e": e2e, "e2e_ratio_runs": e2e_ratio, "e2e_ratio": float(np.median(e2e_ratio)),
-                                      "infer_ratio_runs": infer_ratio, "infer_ratio": float(np.median(infer_ratio))})
+                    after = {b: pure_inference(seg, first, iters, b)["mean_ms"] for b in {1, batch}}
+                    plain = {b: (before[b] + after[b]) / 2 for b in before}
+                    runs.append((plain[1], plain[batch], e2e))
+                    log(f"ort {size}² threads {threads} batch {batch}: plain {plain[1]:.1f} ms/frame (batch 1), "
+                        f"{plain[batch]:.1f} (batch {batch}); e2e {e2e['fps']:.1f} FPS, infer in pipeline "
+                        f"{e2e['stages']['infer']['mean_ms']:.1f} ms/frame")
+
+                def per_run(f: Callable[[float, float, dict], float]) -> list[float]:
+                    return [f(p1, pb, e) for p1, pb, e in runs]  # noqa: B023  (runs of this variant)
+
+                p1, pb, e2e = runs[int(np.argsort([e["fps"] for _, _, e in runs])[len(runs) // 2])]  # median run
+                ratios = {"e2e_ratio": per_run(lambda p1, pb, e: e["fps"] * p1 / 1000),
+                          "e2e_ratio_batch": per_run(lambda p1, pb, e: e["fps"] * pb / 1000),
+                          "infer_ratio": per_run(lambda p1, pb, e: e["stages"]["infer"]["mean_ms"] / p1),
+                          "infer_ratio_batch": per_run(lambda p1, pb, e: e["stages"]["infer"]["mean_ms"] / pb)}
+                row = {"size": size, "threads": threads, "batch": batch, "clip": "512×512", "runs": reps,
+                       "pure_fps": 1000 / p1, "pure_ms": p1, "pure_batch_ms": pb, "mean_batch": e2e["mean_batch"],
+                       "infer_in_pipeline_ms": e2e["stages"]["infer"]["mean_ms"], "e2e": e2e}
+                for key, vals in ratios.items():
+                    row[key + "_runs"], row[key] = vals, float(np.median(vals))
+                result["ort"].append(row)
         if "streams" in sections:
             clip = clips.get("640×480") or next(iter(clips.values()))
             label = next(k for k, v in clips.items() if v == clip)
