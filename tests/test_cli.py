@@ -100,6 +100,7 @@ def test_eval_split_needs_recorded_names(tmp_path, faces_root):
     (["x.mp4", "--batch", "0"], "expected a positive integer, got '0'"),
     (["x.mp4", "--alpha", "3"], "expected a number from 0 to 1, got '3'"),
     (["x.mp4", "--max-frames", "-2"], "expected a positive integer, got '-2'"),
+    (["x.mp4", "--scan-every", "0"], "expected a positive integer, got '0'"),
 ])
 def test_video_refuses_out_of_range_values(args, needle):
     r = run("msf.cli.video", *args)
