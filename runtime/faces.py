@@ -23,7 +23,7 @@ YUNET_FILE = MODEL_DIR / "yunet_n_320_320.onnx"
 DETECT_SIZE = 320  # long side of the frame the detector sees (see BENCHMARKS.md, face mode)
 # Side of the upright aligned square each face is re-detected in for its final landmarks (0: no
 # second pass). At 320 px a face of the placed-face footage is 37-95 px wide and its tilt comes out
-# ±8° off; re-detected upright at 160² it is ±3.7° (benchmarks/bench_faces.py).
+# ±8° off; re-detected upright at 160² it is ±3.7° (BENCHMARKS.md, face mode).
 REFINE_SIZE = 160
 # While faces are tracked (each re-detected in its own square every run), the whole frame is
 # scanned for new faces on every SCAN_EVERY-th detection run (and whenever a tracked face is lost).
@@ -138,7 +138,7 @@ class YuNetDetector:
 def _upright_square(frame_bgr: np.ndarray, place: Placement, n: int) -> np.ndarray:
     """The square ``place`` warped upright to n² for the detector (bilinear, zero border): its
     frame window is first halved while the square stays at least 2n wide, so the warp never skips
-    pixels; cheaper than the model crop's arbitrary-ratio area resize (0.3 against 1.7 ms)."""
+    pixels; cheaper than the model crop's arbitrary-ratio area resize (0.7 against 1.7 ms)."""
     (x0, y0, x1, y1), m = window_matrix(place, n, *frame_bgr.shape[:2])
     region, k = frame_bgr[y0:y1, x0:x1], 1
     while place.side / k >= 2 * n and min(region.shape[:2]) >= 4:
