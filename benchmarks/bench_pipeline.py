@@ -455,15 +455,11 @@ def main() -> int:
                     log(f"ort {size}² threads {threads} batch {batch}: plain {plain[1]:.1f} ms/frame (batch 1), "
                         f"{plain[batch]:.1f} (batch {batch}); e2e {e2e['fps']:.1f} FPS, infer in pipeline "
                         f"{e2e['stages']['infer']['mean_ms']:.1f} ms/frame")
-
-                def per_run(f: Callable[[float, float, dict], float]) -> list[float]:
-                    return [f(p1, pb, e) for p1, pb, e in runs]  # noqa: B023  (runs of this variant)
-
+                ratios = {"e2e_ratio": [e["fps"] * p1 / 1000 for p1, _, e in runs],
+                          "e2e_ratio_batch": [e["fps"] * pb / 1000 for _, pb, e in runs],
+                          "infer_ratio": [e["stages"]["infer"]["mean_ms"] / p1 for p1, _, e in runs],
+                          "infer_ratio_batch": [e["stages"]["infer"]["mean_ms"] / pb for _, pb, e in runs]}
                 p1, pb, e2e = runs[int(np.argsort([e["fps"] for _, _, e in runs])[len(runs) // 2])]  # median run
-                ratios = {"e2e_ratio": per_run(lambda p1, pb, e: e["fps"] * p1 / 1000),
-                          "e2e_ratio_batch": per_run(lambda p1, pb, e: e["fps"] * pb / 1000),
-                          "infer_ratio": per_run(lambda p1, pb, e: e["stages"]["infer"]["mean_ms"] / p1),
-                          "infer_ratio_batch": per_run(lambda p1, pb, e: e["stages"]["infer"]["mean_ms"] / pb)}
                 row = {"size": size, "threads": threads, "batch": batch, "clip": "512×512", "runs": reps,
                        "pure_fps": 1000 / p1, "pure_ms": p1, "pure_batch_ms": pb, "mean_batch": e2e["mean_batch"],
                        "infer_in_pipeline_ms": e2e["stages"]["infer"]["mean_ms"], "e2e": e2e}

@@ -16,6 +16,7 @@ from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError
 from msf.frames import to_input
 from msf.runtime.backends import Backend, create_backend
+from msf.runtime.faces import DETECT_SIZE, SCAN_EVERY, SCORE_THRESHOLD
 from msf.runtime.preprocess import Placement, assemble_labels, letterbox_placement, square_crop
 
 MODES = ("auto", "full", "face")
@@ -41,8 +42,8 @@ class Segmenter:
     def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int = DEFAULT_SIZE, smooth: float = 0.0, cuda_graphs: bool = False,
-                 detect_every: int = 1, detect_size: int = 320, detect_score: float = 0.6,
-                 scan_every: int = 5) -> None:
+                 detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
+                 scan_every: int = SCAN_EVERY) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:

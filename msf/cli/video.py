@@ -36,6 +36,7 @@ PRESET_HELP = ("libx264 preset, fastest first: %(choices)s (default: %(default)s
 
 def build_parser():
     from msf.runtime.backends import BACKENDS, DEPRECATED_BACKENDS
+    from msf.runtime.faces import DETECT_SIZE, SCAN_EVERY, SCORE_THRESHOLD
     from msf.runtime.sinks import DEFAULT_PRESET, X264_PRESETS
 
     p = make_parser("msf-video", "Face parsing of video files, webcams, streams and image folders.", EPILOG)
@@ -65,14 +66,14 @@ def build_parser():
                         "and pasted back")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
                    help="face/auto mode: run the face detector on every N-th frame, track in between")
-    p.add_argument("--scan-every", type=positive_int, default=5, metavar="N",
+    p.add_argument("--scan-every", type=positive_int, default=SCAN_EVERY, metavar="N",
                    help="face/auto mode: tracked faces are re-detected in their own aligned square on every "
                         "detection run; the whole frame is scanned for new faces on every N-th run (and at once "
                         "when a tracked face is lost)")
-    p.add_argument("--detect-size", type=positive_int, default=320, metavar="PX",
+    p.add_argument("--detect-size", type=positive_int, default=DETECT_SIZE, metavar="PX",
                    help="face/auto mode: long side of the downscaled frame the detector sees (larger finds "
                         "smaller faces, costs more)")
-    p.add_argument("--detect-score", type=float, default=0.6, metavar="S",
+    p.add_argument("--detect-score", type=float, default=SCORE_THRESHOLD, metavar="S",
                    help="face/auto mode: detector score threshold in (0, 1)")
     p.add_argument("--batch", type=positive_int, default=4, help="most frames inferred together")
     p.add_argument("-o", "--output", metavar="OUT", help="output video (a folder with several sources)")
