@@ -182,34 +182,57 @@ class TorchBackend(Backend):
         self._graphs: dict[tuple[int, ...], tuple] = {}
 
     def _graph_for(self, shape: tuple[int, ...]):
-        """Capture one CUDA graph per input shape (static input/output buffers, replayed)."""
+        """Capture one CUDA graph per input shape (static input/output buffers, replayed). Warm-up
+        and capture run on one side stream of the backend's own device (on another current device
+        a capture would record nothing and every replay return stale output)."""
         torch = self.torch
         if shape not in self._graphs:
             static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side), torch.inference_mode():
                 for _ in range(3):  # warm-up on a side stream before capture, as the CUDA graphs docs ask
                     self.model(static_in)
-            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.inference_mode():
+            with torch.cuda.graph(graph, stream=side), torch.inference_mode():
                 static_out = self.model(static_in)
             self._graphs[shape] = (graph, static_in, static_out)
         return self._graphs[shape]
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer_device(self, x):
+        """The model on ``x`` (a uint8 NHWC tensor on this backend's device); the output stays there.
+
+        With CUDA graphs: a batch larger than the largest graph captured so far runs in chunks of
+        that size (``graph_chunks``), so face counts above the warmed-up batch reuse the warm-up's
+        graphs instead of capturing new ones mid-stream (each capture stalls the stream and keeps
+        its own memory pool). Every result is a copy: the graph's output buffer is overwritten by
+        the next replay."""
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(batch))
-        if self.cuda_graphs:
-            graph, static_in, static_out = self._graph_for(tuple(x.shape))
-            static_in.copy_(x)
-            graph.replay()
-            out = static_out
-        else:
+        if not self.cuda_graphs:
             with torch.inference_mode():
-                out = self.model(x.to(self.device))
+                return self.model(x)
+        largest = max((s[0] for s in self._graphs if s[1:] == tuple(x.shape[1:])), default=None)
+        outs = []
+        with torch.cuda.device(self.device):
+            for start, stop in graph_chunks(len(x), largest):
+                graph, static_in, static_out = self._graph_for((stop - start,) + tuple(x.shape[1:]))
+                static_in.copy_(x[start:stop])
+                graph.replay()
+                outs.append(static_out.clone())
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        out = self.infer_device(x)
         return (out.float() if self.output_kind == "logits" else out).cpu().numpy()
+
+
+def graph_chunks(n: int, largest: int | None) -> list[tuple[int, int]]:
+    """(start, stop) chunks of an n-item batch for CUDA graphs whose largest captured batch is
+    ``largest`` (None: none yet, the whole batch is one chunk)."""
+    step = n if not largest else min(n, largest)
+    return [(i, min(i + step, n)) for i in range(0, n, max(1, step))]
 
 
 class TorchReferenceBackend(Backend):

@@ -37,10 +37,14 @@ def area_weights(n_in: int, n_out: int, device: torch.device | str = "cpu") -> t
     """n_out×n_in matrix of OpenCV's INTER_AREA shrink along one axis: each output pixel is the
     mean of the input interval it covers (fractional pixels weighted by their overlap)."""
     scale = n_in / n_out
-    lo = torch.arange(n_out, dtype=torch.float64)[:, None] * scale
-    j = torch.arange(n_in, dtype=torch.float64)[None, :]
+    lo = torch.arange(n_out, dtype=torch.float64, device=device)[:, None] * scale  # made there: no host copy
+    j = torch.arange(n_in, dtype=torch.float64, device=device)[None, :]
     overlap = (torch.minimum(lo + scale, j + 1) - torch.maximum(lo, j)).clamp(min=0)
-    return (overlap / scale).to(device=device, dtype=torch.float32)
+    return (overlap / scale).to(torch.float32)
+
+
+# Weight matrices kept per TorchFrames; face squares change size every frame, so the cache is bounded.
+_WEIGHT_CACHE_SIZE = 64
 
 
 def _resize(img: torch.Tensor, h: int, w: int, cache: dict[tuple[int, int, str], torch.Tensor]) -> torch.Tensor:
@@ -56,9 +60,13 @@ def _resize(img: torch.Tensor, h: int, w: int, cache: dict[tuple[int, int, str],
 
         def wts(n_in: int, n_out: int) -> torch.Tensor:
             key = (n_in, n_out, dev)
-            if key not in cache:
-                cache[key] = area_weights(n_in, n_out, img.device)
-            return cache[key]
+            w = cache.pop(key, None)  # re-inserted below: the dict's order is least recently used first
+            if w is None:
+                w = area_weights(n_in, n_out, img.device)
+                if len(cache) >= _WEIGHT_CACHE_SIZE:
+                    del cache[next(iter(cache))]
+            cache[key] = w
+            return w
 
         x = torch.einsum("ij,jkc->ikc", wts(src_h, h), x)
         return torch.einsum("kl,ilc->ikc", wts(src_w, w), x)
@@ -297,26 +305,13 @@ def device_infer(backend: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function running ``backend`` on an input tensor already on its device (output stays
     there), or None when the backend has no device path (then the numpy path is used).
 
-    Backends may provide ``infer_tensor(x) -> tensor``; the PyTorch backend is run through its
-    model (and its CUDA graphs when enabled)."""
-    fn = getattr(backend, "infer_tensor", None)
-    if fn is not None:
-        return fn
-    model = getattr(backend, "model", None)
-    if model is None or not isinstance(model, torch.nn.Module):
-        return None
-    graphs = getattr(backend, "cuda_graphs", False) and hasattr(backend, "_graph_for")
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if graphs:
-            graph, static_in, static_out = backend._graph_for(tuple(x.shape))
-            static_in.copy_(x)
-            graph.replay()
-            return static_out
-        with torch.inference_mode():
-            return model(x)
-
-    return run
+    Backends may provide ``infer_tensor(x) -> tensor`` (TensorRT) or ``infer_device(x) -> tensor``
+    (the PyTorch backend, with its CUDA graphs when enabled)."""
+    for attr in ("infer_tensor", "infer_device"):
+        fn = getattr(backend, attr, None)
+        if fn is not None:
+            return fn
+    return None
 
 
 def model_dtype(backend: Any) -> torch.dtype | None:

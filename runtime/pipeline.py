@@ -411,6 +411,8 @@ def _infer_batch_device(seg: Segmenter, dev: _DevicePath, items: list[FrameItem]
     step = seg.backend.max_batch or max(1, len(crops))
     outs = [dev.run(gf.to_input(crops[i:i + step], spec, _float_dtype(seg, dev))) for i in range(0, len(crops), step)]
     labels = gf.labels(torch.cat(outs) if outs else crops.new_zeros((0, seg.size, seg.size)), seg.backend.output_kind)
+    if gf.cuda:  # kernels run asynchronously: without this, "infer" would time only their launches
+        torch.cuda.synchronize(gf.device)
     t2, c2 = time.perf_counter(), time.thread_time()
     k = 0
     for it, x, d, keep in zip(items, uploaded, draw, keep_labels):

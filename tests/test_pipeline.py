@@ -442,6 +442,40 @@ def test_device_overlay_matches_opencv_overlay():
     assert np.abs(got.astype(np.int16) - ref).max() <= 1 and np.array_equal(got[labels == 0], frame[labels == 0])
 
 
+def test_graph_chunks_reuse_the_captured_batch_sizes():
+    from msf.runtime.backends import graph_chunks
+
+    assert graph_chunks(5, None) == [(0, 5)]  # nothing captured yet: one graph for the whole batch
+    assert graph_chunks(3, 8) == [(0, 3)]
+    assert graph_chunks(11, 4) == [(0, 4), (4, 8), (8, 11)]  # 11 faces with graphs up to 4: no new size above 4
+    assert graph_chunks(0, 4) == []
+
+
+def test_pytorch_device_inference_matches_the_numpy_path(shipped_model):
+    """``infer_device`` (what the frame-on-device path calls) computes what ``infer`` returns."""
+    torch = pytest.importorskip("torch")
+    from msf.runtime.backends import create_backend
+    from msf.runtime.gpu_frames import device_infer
+
+    b = create_backend(None, "pytorch", size=64)
+    x = np.random.default_rng(7).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    got = device_infer(b)(torch.from_numpy(x))
+    assert isinstance(got, torch.Tensor) and np.array_equal(got.numpy(), b.infer(x))
+
+
+def test_device_area_weights_cache_is_bounded():
+    torch = pytest.importorskip("torch")
+    from msf.runtime import gpu_frames
+
+    gf = gpu_frames.TorchFrames("cpu", 32)
+    img = torch.from_numpy(np.random.default_rng(8).integers(0, 256, (90, 90, 3), dtype=np.uint8))
+    first = gpu_frames._resize(img, 37, 37, gf._weights)  # no whole shrink factor: INTER_AREA weights
+    for n in range(38, 38 + gpu_frames._WEIGHT_CACHE_SIZE + 10):
+        gpu_frames._resize(img, n, n, gf._weights)
+    assert len(gf._weights) <= gpu_frames._WEIGHT_CACHE_SIZE
+    assert torch.equal(gpu_frames._resize(img, 37, 37, gf._weights), first)  # rebuilt the same
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["full", "face"])
 def test_device_path_labels_agree_with_the_cpu_path_on_real_faces(faces_root, shipped_model, tmp_path, mode):
