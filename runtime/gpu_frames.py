@@ -305,8 +305,8 @@ def device_infer(backend: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function running ``backend`` on an input tensor already on its device (output stays
     there), or None when the backend has no device path (then the numpy path is used).
 
-    Backends may provide ``infer_tensor(x) -> tensor`` (TensorRT) or ``infer_device(x) -> tensor``
-    (the PyTorch backend, with its CUDA graphs when enabled)."""
+    The TensorRT backend provides ``infer_tensor(x) -> tensor`` and the PyTorch backend
+    ``infer_device(x) -> tensor`` (with its CUDA graphs when enabled)."""
     for attr in ("infer_tensor", "infer_device"):
         fn = getattr(backend, attr, None)
         if fn is not None:

@@ -176,16 +176,22 @@ def _device_path(seg: Segmenter, cfg: PipelineConfig) -> _DevicePath | None:
     if cfg.device_frames is False or seg.smooth:
         return None
     backend = seg.backend
-    if cfg.device_frames is None and not str(getattr(backend, "device", "cpu")).startswith("cuda"):
+    device = str(getattr(backend, "torch_device", None) or getattr(backend, "device", "cpu"))
+    if cfg.device_frames is None and not device.startswith("cuda"):
         return None  # CPU backends: no torch import, the OpenCV path
-    from msf.runtime import gpu_frames
+    try:
+        from msf.runtime import gpu_frames
+    except ImportError:  # TensorRT without torch (a bare Jetson image): frames stay on the host
+        if cfg.device_frames:
+            raise MsfError("keeping frames on the GPU needs PyTorch (pip install torch)") from None
+        return None
 
     run = gpu_frames.device_infer(backend)
     if run is None:
         if cfg.device_frames:
             raise MsfError(f"{seg.describe()} cannot take frames on its device")
         return None
-    frames = gpu_frames.TorchFrames(getattr(backend, "device", "cpu"), seg.size)
+    frames = gpu_frames.TorchFrames(device, seg.size)
     return _DevicePath(frames, run, gpu_frames.model_dtype(backend))
 
 

@@ -89,6 +89,7 @@ class TensorRTBackend(Backend):
         super().__init__(contract)
         self.precision = (side or {}).get("precision", "fp16")
         self.device = gpu["name"]
+        self.torch_device = "cuda"  # the engine runs on the current CUDA device, where torch's frames live
         self.stream = _check(self.cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
 
@@ -120,6 +121,32 @@ class TensorRTBackend(Backend):
         _check(rt.cudaMemcpyAsync(host_out.ctypes.data, d_out, host_out.nbytes, d2h, self.stream))
         _check(rt.cudaStreamSynchronize(self.stream))
         return host_out
+
+    def infer_tensor(self, x: Any) -> Any:
+        """The engine on ``x``, a torch tensor already on the GPU (the frame-on-device path): TensorRT
+        reads it and writes a new torch tensor in place, on torch's current stream, so no copy
+        leaves the device and the caching allocator's stream order keeps both buffers alive. A
+        batch shorter than a fixed-batch engine's is zero-padded (padding's outputs dropped)."""
+        import torch
+
+        name, out_name = self.inputs[0], self.outputs[0]
+        want = torch.from_numpy(np.empty(0, self.dtypes[name])).dtype
+        x = x.to(want).contiguous()
+        n, fixed = x.shape[0], self.input_spec.batch
+        if fixed is not None and n != fixed:
+            if n > fixed:
+                raise MsfError(f"the engine takes batches of {fixed}, got {n}")
+            x = torch.cat([x, x.new_zeros((fixed - n,) + tuple(x.shape[1:]))])
+        if not self.context.set_input_shape(name, tuple(x.shape)):
+            raise MsfError(f"the engine does not take input shape {tuple(x.shape)}")
+        out = torch.empty(tuple(self.context.get_tensor_shape(out_name)),
+                          dtype=torch.from_numpy(np.empty(0, self.dtypes[out_name])).dtype, device=x.device)
+        self.context.set_tensor_address(name, x.data_ptr())
+        self.context.set_tensor_address(out_name, out.data_ptr())
+        stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
+        if not self.context.execute_async_v3(stream):
+            raise MsfError("TensorRT execution failed")
+        return out[:n]
 
     def close(self) -> None:
         for ptr, _ in self._buffers.values():

@@ -168,3 +168,53 @@ def test_runtime_loads_an_onnx_without_the_export_stack(tmp_path):
 def test_base_backend_contract_parts():
     b = Backend(RUNTIME_CONTRACT.with_input(size=None, batch=4))
     assert b.size == 512 and b.max_batch == 4 and b.input_spec.dtype == "uint8" and b.output_kind == "labels"
+
+
+class _FakeTrtContext:
+    """TensorRT's execution-context calls as the backend makes them; "runs" the engine by writing
+    each input pixel's blue value + 1 as its label, through the addresses it was given (host
+    pointers here, device pointers on a GPU)."""
+
+    def __init__(self, fixed: int | None) -> None:
+        self.fixed, self.shape, self.addr = fixed, None, {}
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return self.fixed is None or shape[0] == self.fixed
+
+    def get_tensor_shape(self, name):
+        return self.shape[:3]
+
+    def set_tensor_address(self, name, ptr):
+        self.addr[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        import ctypes
+
+        n = int(np.prod(self.shape))
+        src = np.ctypeslib.as_array(ctypes.cast(self.addr["frames"], ctypes.POINTER(ctypes.c_uint8)), (n,))
+        dst = np.ctypeslib.as_array(ctypes.cast(self.addr["labels"], ctypes.POINTER(ctypes.c_uint8)), (n // 3,))
+        dst[:] = src.reshape(-1, 3)[:, 0] + 1
+        return True
+
+
+@pytest.mark.parametrize("fixed", [None, 4])
+def test_tensorrt_infer_tensor_plumbing(fixed):
+    """The frame-on-device entry of the TensorRT backend (no TensorRT here: a fake context checks
+    the shapes, addresses, output allocation and the padding of a short batch)."""
+    from msf.runtime.tensorrt_backend import TensorRTBackend
+
+    b = object.__new__(TensorRTBackend)
+    Backend.__init__(b, RUNTIME_CONTRACT.with_input(size=8, batch=fixed))
+    b.inputs, b.outputs = ["frames"], ["labels"]
+    b.dtypes = {"frames": np.dtype(np.uint8), "labels": np.dtype(np.uint8)}
+    b.context = _FakeTrtContext(fixed)
+    x = torch.from_numpy(np.random.default_rng(9).integers(0, 200, (3, 8, 8, 3), dtype=np.uint8))
+    out = b.infer_tensor(x)
+    assert out.shape == (3, 8, 8) and out.dtype == torch.uint8
+    assert torch.equal(out, x[..., 0] + 1)
+    assert b.context.shape[0] == (fixed or 3)  # a fixed-batch engine got a padded batch
+    if fixed:
+        with pytest.raises(MsfError, match="batches of 4"):
+            b.infer_tensor(torch.zeros((5, 8, 8, 3), dtype=torch.uint8))
