@@ -16,6 +16,12 @@ INTER_AREA path) followed by a bilinear step of less than 2× (``msf.runtime.ali
     python benchmarks/check_letterbox.py [--limit N]
 
 Writes benchmarks/results/letterbox_cpu.{json,md}.
+
+``--i420``: the same F check for the I420 frame path (full mode, video file -> H.264), which
+shrinks the decoder's Y, U and V planes and converts only the shrunk image to BGR
+(``msf.runtime.preprocess.i420_letterbox``), against converting the whole frame to BGR first and
+shrinking that (``resize_to``); each face goes through OpenCV's BGR -> I420 first, as a video
+frame would be. Writes benchmarks/results/letterbox_i420_cpu.{json,md}.
 """
 
 from __future__ import annotations
@@ -46,7 +52,25 @@ def runtime_resize(img: np.ndarray, size: int) -> np.ndarray:
     return resize_to(img, size, size)
 
 
-def f_scores(limit: int | None) -> list[dict]:
+def _as_i420(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), cv2.COLOR_BGR2YUV_I420)
+
+
+def bgr_then_shrink(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The BGR path: the decoded frame converted whole, then shrunk."""
+    return runtime_resize(cv2.cvtColor(_as_i420(rgb), cv2.COLOR_YUV2RGB_I420), size)
+
+
+def i420_then_convert(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The I420 path: planes shrunk, then converted (a square frame: its letterbox is itself)."""
+    from msf.runtime.preprocess import i420_letterbox
+
+    h, w = rgb.shape[:2]
+    return cv2.cvtColor(i420_letterbox(_as_i420(rgb), h, w, size), cv2.COLOR_BGR2RGB)
+
+
+def f_scores(limit: int | None, variants: tuple = (("f_inter_area", area), ("f_resize_to", runtime_resize))
+             ) -> list[dict]:
     """F at each size with both resizes (same model, same faces)."""
 
     from msf.evaluate import evaluate_pairs
@@ -57,13 +81,29 @@ def f_scores(limit: int | None) -> list[dict]:
     pairs = [(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), mask) for _, img, mask in faces]
     model = load_model(None)
     rows = []
+    (ref_key, ref_fn), (new_key, new_fn) = variants
     for size in SIZES:
-        f_area = evaluate_pairs(model, pairs, size, batch=10, resize=area)["f_score"]
-        f_new = evaluate_pairs(model, pairs, size, batch=10, resize=runtime_resize)["f_score"]
-        rows.append({"size": size, "ratio": 512 / size, "faces": len(pairs), "f_inter_area": f_area,
-                     "f_resize_to": f_new, "diff": f_new - f_area})
-        print(f"{size}²: F INTER_AREA {f_area:.4f}  resize_to {f_new:.4f}  diff {f_new - f_area:+.4f}", flush=True)
+        f_ref = evaluate_pairs(model, pairs, size, batch=10, resize=ref_fn)["f_score"]
+        f_new = evaluate_pairs(model, pairs, size, batch=10, resize=new_fn)["f_score"]
+        rows.append({"size": size, "ratio": 512 / size, "faces": len(pairs), ref_key: f_ref, new_key: f_new,
+                     "diff": f_new - f_ref})
+        print(f"{size}²: F {ref_key} {f_ref:.4f}  {new_key} {f_new:.4f}  diff {f_new - f_ref:+.4f}", flush=True)
     return rows
+
+
+def i420_markdown(res: dict) -> str:
+    from msf.runtime.timing import machine_line, markdown_table
+
+    lines = ["### Letterbox from I420 planes vs from the converted BGR frame", "",
+             machine_line(res["environment"], f"OpenCV {cv2.__version__}", date=res["date"]), "",
+             f"F (CE7454) of the shipped weights on {res['f'][0]['faces']} validation faces (each through "
+             "BGR -> I420 first), scored at 512² like msf-eval; max |diff| "
+             f"{max(abs(r['diff']) for r in res['f']):.4f} (accepted: ≤ 0.002 drop at every size).", ""]
+    lines += markdown_table(["input", "shrink ratio", "F convert, then shrink", "F shrink planes, then convert",
+                             "diff"],
+                            [[f"{r['size']}²", f"{r['ratio']:.2f}", f"{r['f_bgr']:.4f}", f"{r['f_i420']:.4f}",
+                              f"{r['diff']:+.4f}"] for r in res["f"]])
+    return "\n".join(lines) + "\n"
 
 
 def costs() -> list[dict]:
@@ -119,12 +159,19 @@ def markdown(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, help="score only the first N validation faces")
-    ap.add_argument("--out", default=str(HERE / "results" / "letterbox_cpu"))
+    ap.add_argument("--i420", action="store_true", help="check the I420 frame path's letterbox instead")
+    ap.add_argument("--out", help="results path without suffix (default: results/letterbox_cpu or "
+                                  "results/letterbox_i420_cpu)")
     args = ap.parse_args()
     from msf.runtime.timing import environment, save_results, utc_now
 
-    res = {"date": utc_now(), "environment": environment(), "cost": costs(), "f": f_scores(args.limit)}
-    save_results(args.out, res, markdown(res))
+    if args.i420:
+        res = {"date": utc_now(), "environment": environment(),
+               "f": f_scores(args.limit, (("f_bgr", bgr_then_shrink), ("f_i420", i420_then_convert)))}
+        save_results(args.out or str(HERE / "results" / "letterbox_i420_cpu"), res, i420_markdown(res))
+    else:
+        res = {"date": utc_now(), "environment": environment(), "cost": costs(), "f": f_scores(args.limit)}
+        save_results(args.out or str(HERE / "results" / "letterbox_cpu"), res, markdown(res))
     return 0 if all(r["diff"] >= -0.002 for r in res["f"]) else 1
 
 

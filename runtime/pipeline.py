@@ -32,14 +32,15 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from msf.errors import MsfError
-from msf.runtime.render import RenderOptions, render
+from msf.runtime.preprocess import i420_letterbox, i420_letterbox_size
+from msf.runtime.render import RenderOptions, render, render_i420
 from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
 from msf.runtime.sources import Source
@@ -79,6 +80,7 @@ class PipelineConfig:
     max_frames: int | None = None
     warmup: bool = True
     device_frames: bool | None = None  # None: on the GPU for CUDA backends that allow it; True/False: force
+    i420_frames: bool = True  # full mode, video file -> H.264: frames stay I420 (see _i420_frames)
 
 
 def live_config(sources: int, batch: int = 4, **kw: Any) -> PipelineConfig:
@@ -110,6 +112,12 @@ class FrameItem:
     labels: np.ndarray | None = None
     rendered: np.ndarray | None = None
     png: bytes | None = None
+    i420_rows: int = 0  # > 0: ``frame`` is an I420 buffer of a frame this many rows high (0: BGR)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The frame's height and width."""
+        return (self.i420_rows, self.frame.shape[1]) if self.i420_rows else self.frame.shape[:2]
 
 
 @dataclass
@@ -171,6 +179,26 @@ def warm_up(seg: Segmenter, batch: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def _i420_frames(seg: Segmenter, job: Job, cfg: PipelineConfig, on_device: bool,
+                 show: bool) -> tuple[Iterator[np.ndarray], int] | None:
+    """The job's frames as I420 buffers and their height, where every stage can take them, else
+    None (BGR frames). The decoder's I420 goes through letterbox (planes shrunk, then converted
+    at model size), overlay (blended in I420) and encoder (no conversion): on 2 cores, 720p to
+    H.264, 2.1-2.7 ms less CPU per frame than decode to BGR, blend, convert back (+8-10 % FPS).
+    Needs full mode, a video file, a PyAV encoder, no window, legend or side-by-side; mask-only
+    runs gain nothing from it and stay BGR."""
+    src, video = job.source, job.video
+    if (not cfg.i420_frames or on_device or show or seg.mode != "full" or src.live or cfg.render.legend
+            or cfg.render.side_by_side or not hasattr(src, "i420_frames") or video is None
+            or not video.takes_i420):
+        return None
+    h, w = src.peek().shape[:2]
+    if i420_letterbox_size(h, w, seg.size) is None:
+        return None
+    frames = src.i420_frames()
+    return None if frames is None else (frames, h)
+
+
 def _device_path(seg: Segmenter, cfg: PipelineConfig) -> _DevicePath | None:
     """The GPU frame path when asked for (or, by default, for a CUDA backend that allows it)."""
     if cfg.device_frames is False or seg.smooth:
@@ -213,6 +241,8 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     # Everything allocated so far (modules, the model) is left out of the cyclic garbage
     # collector's passes: they otherwise rescan it a few times a second, in whichever thread
     # allocates, holding the GIL.
+    show = cfg.window is not None
+    i420 = [_i420_frames(seg, job, cfg, dev is not None, show) for job in jobs]
     froze = gc.get_freeze_count() == 0  # a caller's own freeze is left as it is
     if froze:
         gc.freeze()
@@ -223,7 +253,6 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     q_in: queue.Queue = queue.Queue(maxsize=cfg.queue_size * max(1, n_live))  # live: queue_size per source
     q_render = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
     q_write = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
-    show = cfg.window is not None
     # With a window, done frames (whole rendered images) wait for the calling thread's imshow:
     # bounded, so a slow window slows the pipeline instead of piling frames up in memory.
     q_done: queue.Queue = queue.Queue(maxsize=cfg.queue_size if show else 0)
@@ -235,6 +264,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
         live = job.source.live
         if not live and seg.mode == "full":  # face/auto: the reader's face detection feeds inference
             lower_thread_priority(cfg.helper_nice)
+        frames, rows = i420[j] or (None, 0)
         try:
             i = 0
             while not stop.is_set() and (cfg.max_frames is None or i < cfg.max_frames):
@@ -243,19 +273,26 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                         if stop.is_set():
                             return
                 t0, c0 = time.perf_counter(), time.thread_time()
-                frame = job.source.read()
+                frame = job.source.read() if frames is None else next(frames, None)
                 if frame is None:
                     break
                 t1, c1 = time.perf_counter(), time.thread_time()
                 stats.add("read", (t1 - t0) * 1000, (c1 - c0) * 1000)
                 # Face detection and cropping run here, per source and in order, overlapping inference.
-                places = seg.placements(frame, j)
-                crops = seg.crops(frame, places) if dev is None else []  # device path: cropped on the GPU
+                if rows:
+                    places = seg.full_placements(rows, frame.shape[1], j)
+                    crops = [i420_letterbox(frame, rows, frame.shape[1], seg.size)]
+                else:
+                    places = seg.placements(frame, j)
+                    crops = seg.crops(frame, places) if dev is None else []  # device path: cropped on the GPU
                 stats.add("preprocess", (time.perf_counter() - t1) * 1000, (time.thread_time() - c1) * 1000)
-                if not _put(q_in, FrameItem(j, i, frame, job.source.t_capture, places, crops), stop):
+                if not _put(q_in, FrameItem(j, i, frame, job.source.t_capture, places, crops, i420_rows=rows),
+                            stop):
                     return
                 i += 1
         finally:
+            if frames is not None:
+                frames.close()  # its decoder, also when stopped early
             _put(q_in, _End(j), stop)
 
     def infer() -> None:
@@ -302,8 +339,11 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                     if cfg.render.hud:
                         hud = [f"{stats.rolling_fps():5.1f} FPS  {stats.last_latency_ms():5.0f} ms",
                                f"{seg.describe()}  {seg.mode} {seg.size}px"]
-                    item.rendered = render(item.frame, item.labels, cfg.render, hud, in_place=in_place,
-                                           overlaid=item.rendered)
+                    if item.i420_rows:
+                        item.rendered = render_i420(item.frame, item.i420_rows, item.labels, cfg.render, hud)
+                    else:
+                        item.rendered = render(item.frame, item.labels, cfg.render, hud, in_place=in_place,
+                                               overlaid=item.rendered)
                 if job.masks is not None:
                     item.png = job.masks.encode(item.labels)
                 stats.add("render", (time.perf_counter() - t0) * 1000, (time.thread_time() - c0) * 1000)
@@ -318,7 +358,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                 return
             t0, c0 = time.perf_counter(), time.thread_time()
             if job.video is not None:
-                job.video.write(item.rendered)
+                (job.video.write_i420 if item.i420_rows else job.video.write)(item.rendered)
             if job.masks is not None:
                 job.masks.write_encoded(item.index, item.png)
             job.written += 1
@@ -375,7 +415,7 @@ def _infer_batch(seg: Segmenter, items: list[FrameItem], stats: PipelineStats) -
     k = 0
     for it in items:
         n = len(it.places)
-        it.labels = seg.assemble(it.frame.shape, labels[k:k + n], it.places)
+        it.labels = seg.assemble(it.shape, labels[k:k + n], it.places)
         it.crops = []  # no longer needed: free them early
         k += n
     t3, c3 = time.perf_counter(), time.thread_time()

@@ -10,8 +10,8 @@ import numpy as np
 
 from msf.runtime.align import Placement, crop_windows, shrink_factor
 
-__all__ = ["Placement", "assemble_labels", "letterbox_placement", "paste_labels", "resize_to", "square_crop",
-           "warp_crop", "warp_labels"]
+__all__ = ["Placement", "assemble_labels", "i420_letterbox", "i420_planes", "letterbox_placement", "paste_labels",
+           "resize_to", "square_crop", "warp_crop", "warp_labels"]
 
 
 def resize_to(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -28,6 +28,47 @@ def resize_to(img: np.ndarray, w: int, h: int) -> np.ndarray:
     if k > 1:
         img = cv2.resize(img, (src_w // k, src_h // k), interpolation=cv2.INTER_AREA)
     return img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def i420_planes(yuv: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of an I420 buffer (OpenCV's layout: (h * 3 / 2) × w rows,
+    Y then U then V, each chroma plane h/2 × w/2)."""
+    w = yuv.shape[1]
+    chroma = yuv[h:].reshape(2, h // 2, w // 2)
+    return yuv[:h], chroma[0], chroma[1]
+
+
+def i420_letterbox_size(h: int, w: int, size: int) -> tuple[int, int] | None:
+    """(width, height) of the frame inside its ``size``² letterbox when both are even, which the
+    I420 path needs (chroma at half resolution); None otherwise."""
+    place = letterbox_placement(h, w)
+    win = crop_windows(place, h, w, size)
+    if win is None:
+        return None
+    cx0, cy0, cx1, cy1 = win[1]
+    cw, ch = cx1 - cx0, cy1 - cy0
+    return (cw, ch) if cw % 2 == 0 and ch % 2 == 0 and h % 2 == 0 and w % 2 == 0 else None
+
+
+def i420_letterbox(yuv: np.ndarray, h: int, w: int, size: int) -> np.ndarray:
+    """``square_crop(frame, letterbox_placement(h, w), size)`` of the BGR frame an h×w I420 buffer
+    holds, made without converting the whole frame: each plane is shrunk like the BGR frame
+    (``resize_to``), and only the shrunk planes are converted to BGR (BT.601, as OpenCV decodes).
+    Needs ``i420_letterbox_size(h, w, size)``."""
+    (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) = crop_windows(letterbox_placement(h, w), h, w, size)
+    cw, ch = cx1 - cx0, cy1 - cy0
+    y, u, v = i420_planes(yuv, h)
+    small = np.empty((ch * 3 // 2, cw), np.uint8)
+    sy, su, sv = i420_planes(small, ch)
+    sy[:] = resize_to(y, cw, ch)
+    su[:] = resize_to(u, cw // 2, ch // 2)
+    sv[:] = resize_to(v, cw // 2, ch // 2)
+    bgr = cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
+    if (cw, ch) == (size, size):
+        return bgr
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[cy0:cy1, cx0:cx1] = bgr
+    return canvas
 
 
 def square_crop(frame: np.ndarray, place: Placement, size: int) -> np.ndarray:

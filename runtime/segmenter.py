@@ -78,9 +78,9 @@ class Segmenter:
     def placements(self, frame: np.ndarray, stream: int = 0) -> list[Placement]:
         """The squares of ``frame`` the model will see (one letterbox, or one aligned square per
         face); faces are tracked and smoothed per ``stream`` (call in frame order for each stream)."""
-        full = [letterbox_placement(*frame.shape[:2])]
         if self.mode == "full":
-            return self._queue(stream, full, ["full"])
+            return self.full_placements(*frame.shape[:2], stream)
+        full = [letterbox_placement(*frame.shape[:2])]
         if stream not in self.trackers:
             from msf.runtime.faces import FaceTracker
 
@@ -95,6 +95,10 @@ class Segmenter:
             if max(square_iou(p, full[0]) for p in places) >= AUTO_FULL_IOU:
                 return self._queue(stream, full, ["full"])
         return self._queue(stream, places, tracker.track_ids)
+
+    def full_placements(self, h: int, w: int, stream: int = 0) -> list[Placement]:
+        """``placements`` in full mode, from the frame's size alone: the letterbox."""
+        return self._queue(stream, [letterbox_placement(h, w)], ["full"])
 
     def _queue(self, stream: int, places: list[Placement], keys: list) -> list[Placement]:
         if self.smooth and keys:  # consumed by _key() in the inference thread, frame by frame

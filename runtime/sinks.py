@@ -45,8 +45,13 @@ def yuv420_frame(av: Any, frame_bgr: np.ndarray) -> Any:
     PyAV's swscale, and the planes are filled by numpy copies: both release the GIL, where
     ``VideoFrame.from_ndarray`` copies row by row holding it (~1 ms per 720p frame that stalls
     every other pipeline thread)."""
-    h, w = frame_bgr.shape[:2]
-    yuv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420)  # rows: h of Y, then U and V (h/4 each)
+    return i420_frame(av, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420), frame_bgr.shape[0])
+
+
+def i420_frame(av: Any, yuv: np.ndarray, h: int) -> Any:
+    """A yuv420p ``av.VideoFrame`` of an h-row I420 buffer (OpenCV's layout: Y, then U and V at
+    h/4 rows each), its planes filled by numpy copies (GIL released)."""
+    w = yuv.shape[1]
     frame = av.VideoFrame(w, h, "yuv420p")
     y, u, v = (_plane_view(p) for p in frame.planes)
     chroma = yuv[h:].reshape(2, h // 2, w // 2)
@@ -137,6 +142,18 @@ class VideoSink:
                 container.mux(packet)
         else:
             self._cv.write(frame_bgr)
+        self.frames += 1
+
+    @property
+    def takes_i420(self) -> bool:
+        """Whether ``write_i420`` works: a PyAV encoder at an even frame size (no padding)."""
+        return self._av is not None and tuple(self.size) == (self._av[2].width, self._av[2].height)
+
+    def write_i420(self, yuv: np.ndarray) -> None:
+        """Encode one I420 frame (``takes_i420`` must hold): no colour conversion on the way."""
+        av, container, stream = self._av
+        for packet in stream.encode(i420_frame(av, yuv, stream.height)):
+            container.mux(packet)
         self.frames += 1
 
     def close(self, keep: bool = True) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -80,11 +81,46 @@ class VideoFileSource(Source):
             cap.release()
             raise MsfError(f"cannot decode any frame of {path} (corrupt file or unsupported codec)")
         super().__init__(path.stem, fps if 0 < fps < 1000 else 25.0, count)
-        self.cap, self._peeked = cap, first
+        self.path, self.cap, self._peeked = path, cap, first
 
     def _read(self) -> np.ndarray | None:
         ok, frame = self.cap.read()
         return frame if ok else None
+
+    def i420_frames(self) -> Iterator[np.ndarray] | None:
+        """Every frame from the first, as the decoder gives it: I420 buffers ((h * 3 / 2) × w,
+        OpenCV's layout) decoded by PyAV without a colour conversion; or None where that cannot be
+        (no PyAV, an odd frame size, a file PyAV cannot open). Frames of another format or size
+        mid-stream are converted to the first frame's. Replaces ``read`` for the rest of the run."""
+        h, w = self.peek().shape[:2]
+        if h % 2 or w % 2:
+            return None
+        try:
+            import av
+
+            container = av.open(str(self.path))
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's decoder uses
+        except Exception:  # noqa: BLE001  (no PyAV, or a file only OpenCV's FFmpeg reads)
+            return None
+        self.cap.release()
+        self._peeked = None
+
+        def frames() -> Iterator[np.ndarray]:
+            try:
+                for fr in container.decode(stream):
+                    if fr.format.name != "yuv420p" or (fr.width, fr.height) != (w, h):
+                        fr = fr.reformat(w, h, "yuv420p")
+                    yuv = np.empty((h * 3 // 2, w), np.uint8)
+                    chroma = yuv[h:].reshape(2, h // 2, w // 2)
+                    for plane, dst in zip(fr.planes, (yuv[:h], chroma[0], chroma[1])):
+                        dst[:] = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+                    self.t_capture = time.perf_counter()
+                    yield yuv
+            finally:
+                container.close()
+
+        return frames()
 
     def close(self) -> None:
         self.cap.release()
