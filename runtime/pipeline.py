@@ -18,9 +18,11 @@ File sources are processed in order, every frame, with throughput-sized queues; 
 use shallow queues (and drop stale frames upstream) so latency stays bounded. The backend is
 warmed up before the clock starts; ``PipelineStats.warmup_ms`` reports how long that took.
 
-With a CUDA backend that can take device tensors (the PyTorch backend), frames stay on the GPU
-from upload to rendered overlay (``msf.runtime.gpu_frames``): cropping, inference, argmax,
-paste-back and blending run there, and only the rendered frame (and labels, for masks) return.
+With a CUDA backend that can take device tensors (the PyTorch backend, TensorRT), frames stay on
+the GPU from upload to rendered overlay (``msf.runtime.gpu_frames``): cropping, inference,
+argmax, paste-back and blending run there, and only the rendered frame (and labels, for masks)
+return. On the CPU, full mode from a video file to H.264 keeps the decoder's I420 frames all the
+way to the encoder (``_i420_frames``); everything else works on BGR frames.
 """
 
 from __future__ import annotations

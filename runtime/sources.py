@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -106,9 +107,15 @@ class VideoFileSource(Source):
         self.cap.release()
         self._peeked = None
 
+        def decoded() -> Iterator[Any]:
+            try:
+                yield from container.decode(stream)
+            except av.error.FFmpegError:  # a damaged tail ends the stream, as OpenCV's reader does
+                return
+
         def frames() -> Iterator[np.ndarray]:
             try:
-                for fr in container.decode(stream):
+                for fr in decoded():
                     if fr.format.name != "yuv420p" or (fr.width, fr.height) != (w, h):
                         fr = fr.reformat(w, h, "yuv420p")
                     yuv = np.empty((h * 3 // 2, w), np.uint8)

@@ -190,3 +190,19 @@ def test_pipeline_keeps_bgr_frames_where_i420_does_not_apply(faces_root, tmp_pat
         if video is not None:
             video.close(keep=False)
         src.close()
+
+
+def test_pipeline_i420_path_ends_a_damaged_file_like_the_bgr_path(faces_root, tmp_path):
+    frames = [np.roll(_frame(faces_root, 180, 320), 8 * i, axis=1) for i in range(20)]
+    whole = tmp_path / "whole.mkv"  # Matroska: a cut file still opens
+    _clip(whole, frames)
+    cut = tmp_path / "c.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    written = {}
+    for i420 in (True, False):
+        d = tmp_path / str(i420)
+        d.mkdir()
+        chosen, job = _run(cut, d, i420)
+        assert chosen == i420
+        written[i420] = job.written
+    assert 0 < written[True] < 20 and abs(written[True] - written[False]) <= 1
