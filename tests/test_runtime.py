@@ -268,13 +268,14 @@ def test_unwritable_output_and_bad_model(clips, tmp_path):
     assert r.returncode == 1 and "model file not found" in r.stderr
 
 
-def test_ctrl_c_finalises_output_and_stats(faces_root, tmp_path):
+@pytest.mark.parametrize("mode", ["auto", "full"])  # full: the I420 frame path
+def test_ctrl_c_finalises_output_and_stats(faces_root, tmp_path, mode):
     frames = _faces(faces_root, 1, 256) * 200
     src = _write(tmp_path / "long.mp4", frames, fps=25)
     out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
     masks = tmp_path / "m"
     proc = subprocess.Popen([sys.executable, "-m", "msf.cli.video", str(src), "-o", str(out), "--stats",
-                             str(stats), "--save-masks", str(masks), "--no-progress"],
+                             str(stats), "--save-masks", str(masks), "--no-progress", "--mode", mode],
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(masks.glob("*.png"))) < 20:
