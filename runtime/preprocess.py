@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 
 from msf.runtime.align import Placement, crop_windows, shrink_factor
+from msf.runtime.yuv import i420_planes
 
-__all__ = ["Placement", "assemble_labels", "i420_letterbox", "i420_planes", "letterbox_placement", "paste_labels",
-           "resize_to", "square_crop", "warp_crop", "warp_labels"]
+__all__ = ["Placement", "assemble_labels", "i420_letterbox", "i420_letterbox_size", "letterbox_placement",
+           "paste_labels", "resize_to", "square_crop", "warp_crop", "warp_labels"]
 
 
 def resize_to(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -28,14 +29,6 @@ def resize_to(img: np.ndarray, w: int, h: int) -> np.ndarray:
     if k > 1:
         img = cv2.resize(img, (src_w // k, src_h // k), interpolation=cv2.INTER_AREA)
     return img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def i420_planes(yuv: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U and V planes of an I420 buffer (OpenCV's layout: (h * 3 / 2) × w rows,
-    Y then U then V, each chroma plane h/2 × w/2)."""
-    w = yuv.shape[1]
-    chroma = yuv[h:].reshape(2, h // 2, w // 2)
-    return yuv[:h], chroma[0], chroma[1]
 
 
 def i420_letterbox_size(h: int, w: int, size: int) -> tuple[int, int] | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from msf.labels import LABELS, PALETTE
+from msf.runtime.yuv import i420_planes
 
 _PALETTE_BGR = PALETTE[:, ::-1].copy()
 # 256-entry, 3-channel lookup table for cv2.LUT (ids beyond the palette are black).
@@ -71,12 +73,11 @@ def overlay_i420(yuv: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarra
     x1, y1 = min(w, (x + bw + 1) & ~1), min(h, (y + bh + 1) & ~1)
     lab = labels[y0:y1, x0:x1]
     halves = cv2.resize(lab, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_NEAREST)
-    y_plane = yuv[:h]
-    chroma = yuv[h:].reshape(2, h // 2, w // 2)
+    y_plane, u_plane, v_plane = i420_planes(yuv, h)
     for plane, lut, lb, (a0, b0, a1, b1) in (
             (y_plane, _LUT_Y, lab, (x0, y0, x1, y1)),
-            (chroma[0], _LUT_U, halves, (x0 // 2, y0 // 2, x1 // 2, y1 // 2)),
-            (chroma[1], _LUT_V, halves, (x0 // 2, y0 // 2, x1 // 2, y1 // 2))):
+            (u_plane, _LUT_U, halves, (x0 // 2, y0 // 2, x1 // 2, y1 // 2)),
+            (v_plane, _LUT_V, halves, (x0 // 2, y0 // 2, x1 // 2, y1 // 2))):
         roi = plane[b0:b1, a0:a1]
         color = cv2.LUT(lb, lut)
         cv2.addWeighted(roi, 1 - alpha, color, alpha, 0, dst=color)
@@ -84,20 +85,18 @@ def overlay_i420(yuv: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarra
     return yuv
 
 
-def draw_i420(yuv: np.ndarray, h: int, rows: int, cols: int, draw) -> None:
+def draw_i420(yuv: np.ndarray, h: int, rows: int, cols: int, draw: Callable[[np.ndarray], None]) -> None:
     """Run ``draw(bgr)`` (an OpenCV drawing on a BGR image) on the top-left rows×cols corner of an
     I420 frame: that corner goes to BGR and back, the rest is untouched."""
-    w = yuv.shape[1]
-    rows, cols = min(h, rows + rows % 2), min(w, cols + cols % 2)
-    y, u, v = yuv[:h], *yuv[h:].reshape(2, h // 2, w // 2)
+    rows, cols = min(h, rows + rows % 2), min(yuv.shape[1], cols + cols % 2)
+    corner = [(p[: rows >> s, : cols >> s]) for p, s in zip(i420_planes(yuv, h), (0, 1, 1))]
     patch = np.empty((rows * 3 // 2, cols), np.uint8)
-    py, (pu, pv) = patch[:rows], patch[rows:].reshape(2, rows // 2, cols // 2)
-    py[:], pu[:], pv[:] = y[:rows, :cols], u[:rows // 2, :cols // 2], v[:rows // 2, :cols // 2]
+    for dst, src in zip(i420_planes(patch, rows), corner):
+        dst[:] = src
     bgr = cv2.cvtColor(patch, cv2.COLOR_YUV2BGR_I420)
     draw(bgr)
-    patch = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
-    py, (pu, pv) = patch[:rows], patch[rows:].reshape(2, rows // 2, cols // 2)
-    y[:rows, :cols], u[:rows // 2, :cols // 2], v[:rows // 2, :cols // 2] = py, pu, pv
+    for dst, src in zip(corner, i420_planes(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), rows)):
+        dst[:] = src
 
 
 def draw_legend(img: np.ndarray, present: np.ndarray | None = None) -> None:

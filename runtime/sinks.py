@@ -19,6 +19,7 @@ import numpy as np
 
 from msf.atomic import atomic_write, temp_beside
 from msf.errors import MsfError
+from msf.runtime.yuv import i420_planes, plane_view
 from msf.visualize import label_png_bytes
 
 # libx264 presets, fastest first. CPU per 1280×720 frame measured with libx264 alone: ultrafast
@@ -31,11 +32,6 @@ HW_ENCODERS = ("h264_nvenc", "h264_v4l2m2m")
 
 def _even(n: int) -> int:
     return n + (n % 2)
-
-
-def _plane_view(plane: Any) -> np.ndarray:
-    """A writable height×width uint8 view of one plane of a PyAV frame (rows padded to line_size)."""
-    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def yuv420_frame(av: Any, frame_bgr: np.ndarray) -> Any:
@@ -51,13 +47,9 @@ def yuv420_frame(av: Any, frame_bgr: np.ndarray) -> Any:
 def i420_frame(av: Any, yuv: np.ndarray, h: int) -> Any:
     """A yuv420p ``av.VideoFrame`` of an h-row I420 buffer (OpenCV's layout: Y, then U and V at
     h/4 rows each), its planes filled by numpy copies (GIL released)."""
-    w = yuv.shape[1]
-    frame = av.VideoFrame(w, h, "yuv420p")
-    y, u, v = (_plane_view(p) for p in frame.planes)
-    chroma = yuv[h:].reshape(2, h // 2, w // 2)
-    np.copyto(y, yuv[:h])
-    np.copyto(u, chroma[0])
-    np.copyto(v, chroma[1])
+    frame = av.VideoFrame(yuv.shape[1], h, "yuv420p")
+    for plane, src in zip(frame.planes, i420_planes(yuv, h)):
+        np.copyto(plane_view(plane), src)
     return frame
 
 

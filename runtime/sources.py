@@ -24,6 +24,7 @@ import numpy as np
 
 from msf.errors import MsfError
 from msf.paths import IMAGE_EXTS
+from msf.runtime.yuv import i420_planes, plane_view
 
 
 class Source:
@@ -119,9 +120,8 @@ class VideoFileSource(Source):
                     if fr.format.name != "yuv420p" or (fr.width, fr.height) != (w, h):
                         fr = fr.reformat(w, h, "yuv420p")
                     yuv = np.empty((h * 3 // 2, w), np.uint8)
-                    chroma = yuv[h:].reshape(2, h // 2, w // 2)
-                    for plane, dst in zip(fr.planes, (yuv[:h], chroma[0], chroma[1])):
-                        dst[:] = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+                    for plane, dst in zip(fr.planes, i420_planes(yuv, h)):
+                        dst[:] = plane_view(plane)
                     self.t_capture = time.perf_counter()
                     yield yuv
             finally:
