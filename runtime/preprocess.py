@@ -48,7 +48,7 @@ def i420_letterbox(yuv: np.ndarray, h: int, w: int, size: int) -> np.ndarray:
     holds, made without converting the whole frame: each plane is shrunk like the BGR frame
     (``resize_to``), and only the shrunk planes are converted to BGR (BT.601, as OpenCV decodes).
     Needs ``i420_letterbox_size(h, w, size)``."""
-    (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) = crop_windows(letterbox_placement(h, w), h, w, size)
+    _, (cx0, cy0, cx1, cy1) = crop_windows(letterbox_placement(h, w), h, w, size)  # the frame is its window
     cw, ch = cx1 - cx0, cy1 - cy0
     y, u, v = i420_planes(yuv, h)
     small = np.empty((ch * 3 // 2, cw), np.uint8)
