@@ -1,5 +1,5 @@
 """Training augmentation with OpenCV/numpy: flip with left/right label swap,
-rotation, scale and colour jitter. Masks are always warped nearest-neighbour."""
+rotation, scale, shift and colour jitter. Masks are always warped nearest-neighbour."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Augment:
     flip: float = 0.5
     rotate: float = 15.0
     scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.0  # max. translation as a fraction of the side (a face detector's crop error)
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.1
@@ -38,9 +39,12 @@ class Augment:
             img, mask = hflip(img, mask)
         angle = _uniform(-self.rotate, self.rotate)
         scale = _uniform(*self.scale)
-        if angle != 0.0 or scale != 1.0:
-            h, w = mask.shape
+        h, w = mask.shape
+        dx, dy = (_uniform(-self.shift, self.shift) * w, _uniform(-self.shift, self.shift) * h) \
+            if self.shift else (0.0, 0.0)
+        if angle != 0.0 or scale != 1.0 or dx or dy:
             m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, scale)
+            m[:, 2] += (dx, dy)
             img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             mask = cv2.warpAffine(np.ascontiguousarray(mask), m, (w, h), flags=cv2.INTER_NEAREST,

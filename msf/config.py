@@ -11,6 +11,7 @@ import yaml
 
 from msf.augment import Augment
 from msf.contract import DEFAULT_SIZE
+from msf.degrade import Degrade
 from msf.errors import MsfError
 from msf.model import ModelConfig
 
@@ -74,6 +75,9 @@ class TrainConfig:
     max_steps: int | None = None
     train_limit: int | None = None
     aug: AugConfig = field(default_factory=AugConfig)
+    degrade: Degrade = field(default_factory=Degrade)  # off (p = 0) in the published recipe
+    val_size: int | None = None  # validation input size; None = the phase's size
+    val_degrade: list[str] = field(default_factory=list)  # degradations also scored each epoch
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @property
@@ -82,7 +86,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["aug"]["scale"] = list(self.aug.scale)
+        for group in ("aug", "degrade"):  # tuples as lists, so YAML and JSON read them back
+            d[group] = {k: list(v) if isinstance(v, tuple) else v for k, v in d[group].items()}
         return d
 
 
@@ -100,6 +105,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_lr": 1e-5,
         "patience": 10,
         "amp": "bf16",
+    },
+    # Fine-tuning for real footage (from trained weights, with --init): every batch at 384²
+    # (half), 256² or 512², 80 % of the images degraded (small, blurred, noisy, dark, JPEG or
+    # H.264 compressed) and shifted a little like a face detector's crop; validation at 384².
+    "robust": {
+        "phases": [{"epochs": 14, "size": 512, "batch": 12, "scales": [384, 384, 256]}],
+        "lr": 2e-4,
+        "warmup_epochs": 0.5,
+        "min_lr": 1e-6,
+        "patience": 100,
+        "amp": "bf16",
+        "val_size": 384,
+        "aug": {"shift": 0.04, "scale": [0.88, 1.12]},
+        "degrade": {"p": 0.8},
+        "val_degrade": ["s96_q40", "s64_q40"],
     },
     # Seconds, for tests and smoke runs.
     "tiny": {
@@ -139,11 +159,9 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
         for p in d["phases"]:
             phases.append(p if isinstance(p, Phase) else _build(Phase, p))
         d["phases"] = phases
-    if isinstance(d.get("aug"), dict):
-        aug = dict(d["aug"])
-        if "scale" in aug:
-            aug["scale"] = tuple(aug["scale"])
-        d["aug"] = _build(AugConfig, aug)
+    for group, cls in (("aug", AugConfig), ("degrade", Degrade)):
+        if isinstance(d.get(group), dict):
+            d[group] = _build(cls, {k: tuple(v) if isinstance(v, list) else v for k, v in d[group].items()})
     if isinstance(d.get("model"), dict):
         d["model"] = _build(ModelConfig, d["model"])
     return _build(TrainConfig, d)

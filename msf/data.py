@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,14 +205,17 @@ def resize_batch(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Ten
 
 
 class FaceDataset(torch.utils.data.Dataset):
-    """Labeled faces held in memory, resized to ``size`` once, augmented per access, optionally
-    cut to a random ``crop``² window (after augmentation, so rotation borders stay rare)."""
+    """Labeled faces held in memory, resized to ``size`` once, augmented per access, then degraded
+    (``degrade``: an image-only stage such as :class:`msf.degrade.Degrade`), optionally cut to a
+    random ``crop``² window (after augmentation, so rotation borders stay rare)."""
 
     def __init__(self, samples: list[Sample], size: int, augment=None,
-                 pairs: list[tuple[np.ndarray, np.ndarray]] | None = None, crop: int | None = None) -> None:
+                 pairs: list[tuple[np.ndarray, np.ndarray]] | None = None, crop: int | None = None,
+                 degrade: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.samples = samples
         self.size = size
         self.augment = augment
+        self.degrade = degrade
         self.crop = crop if crop and crop < size else None
         pairs = pairs if pairs is not None else [read_pair(s) for s in samples]
         self.images = [resize_image(i, size) for i, _ in pairs]
@@ -224,6 +228,8 @@ class FaceDataset(torch.utils.data.Dataset):
         img, mask = self.images[idx], self.masks[idx]
         if self.augment is not None:
             img, mask = self.augment(img, mask)
+        if self.degrade is not None:
+            img = self.degrade(img)
         if self.crop:
             # torch's RNG, like the augmentation: seeded runs repeat, workers differ.
             y0, x0 = (int(v) for v in torch.randint(0, self.size - self.crop + 1, (2,)))

@@ -34,6 +34,7 @@ from msf.data import (
     resize_batch,
     split_samples,
 )
+from msf.degrade import degrade_pairs, select_degradations
 from msf.errors import MsfError
 from msf.evaluate import autocast, evaluate_pairs
 from msf.losses import seg_loss
@@ -198,6 +199,7 @@ class TrainRun:
     pairs: dict[str, tuple[np.ndarray, np.ndarray]]
     val_pairs: list[tuple[np.ndarray, np.ndarray]]
     fingerprint: str
+    val_degraded: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -276,8 +278,13 @@ def setup(cfg: TrainConfig, resume: str | Path | None, init: str | Path | None, 
         log(f"MicroSegFormer {count_parameters(model):,} params | {len(train_samples)} train / "
             f"{len(val_samples)} val images | device {device} ({ddp.world} process(es)) | amp {amp}")
     pairs = {s.name: read_pair(s) for s in train_samples + val_samples}
+    val_pairs = [pairs[s.name] for s in val_samples]
+    # Degraded copies of the held-out faces, scored each epoch beside the clean ones (logged only:
+    # the best checkpoint is still chosen on clean faces).
+    val_degraded = {d.name: degrade_pairs(val_pairs, d, cfg.seed) for d in select_degradations(",".join(cfg.val_degrade))} \
+        if cfg.val_degrade and val_pairs else {}
     return TrainRun(cfg, device, amp, ddp, model, net, opt, scaler, state, train_samples, list(val_names), pairs,
-                    [pairs[s.name] for s in val_samples], fingerprint)
+                    val_pairs, fingerprint, val_degraded)
 
 
 def _restore(cfg: TrainConfig, model: MicroSegFormer, samples: list[Sample], resume: str | Path | None,
@@ -346,7 +353,8 @@ def fit(run: TrainRun, log: Callable[[str], None]) -> dict[str, Any]:
             key = (phase.size, phase.crop)
             if key not in datasets:  # only the current phase's resized images stay in memory
                 datasets = {key: FaceDataset(run.train_samples, phase.size, cfg.aug,
-                                             [run.pairs[s.name] for s in run.train_samples], crop=phase.crop)}
+                                             [run.pairs[s.name] for s in run.train_samples], crop=phase.crop,
+                                             degrade=cfg.degrade if cfg.degrade.p > 0 else None)}
             loader = _loader(datasets[key], phase, cfg, ddp, state.epoch)
             ep = train_one_epoch(run, loader, phase, stop, deadline)
             if ep.completed:
@@ -360,8 +368,11 @@ def fit(run: TrainRun, log: Callable[[str], None]) -> dict[str, Any]:
                 is_best = False
                 due = state.epoch % cfg.val_every == 0 or state.epoch == cfg.total_epochs or stop.requested
                 if ep.completed and due and run.val_pairs:
-                    val = validate(run.model, run.val_pairs, phase.size, run.device)
-                    record.update(val.record())
+                    val_size = cfg.val_size or phase.size
+                    val = validate(run.model, run.val_pairs, val_size, run.device)
+                    record.update(val.record(), val_size=val_size)
+                    for name, pairs in run.val_degraded.items():
+                        record[f"val_f_{name}"] = round(validate(run.model, pairs, val_size, run.device).f_score, 4)
                     is_best = keeper.update(val.f_score, phase_idx)
                 state.history.append(record)
                 log(_epoch_line(record, cfg.total_epochs, is_best))
@@ -457,8 +468,10 @@ def _epoch_line(r: dict[str, Any], total: int, is_best: bool) -> str:
     parts = [f"epoch {r['epoch']:>3}/{total}", size, f"loss {r['loss']:.4f}" if r["loss"] else "loss -",
              f"lr {r['lr']:.2e}", f"{r['s_per_image'] * 1000:.0f} ms/img", f"{r['train_s']:.0f}s"]
     if "val_f_score" in r:
-        parts += [f"val F {r['val_f_score']:.4f}", f"F1lit {r['val_f1_literature']:.4f}",
+        at = f" @{r['val_size']}" if r.get("val_size", r["size"]) != r["size"] else ""
+        parts += [f"val F{at} {r['val_f_score']:.4f}", f"F1lit {r['val_f1_literature']:.4f}",
                   f"mIoU {r['val_miou']:.4f}"]
+        parts += [f"{k[6:]} {v:.4f}" for k, v in r.items() if k.startswith("val_f_") and k != "val_f_score"]
     return " | ".join(parts) + ("  *best*" if is_best else "")
 
 
