@@ -281,8 +281,10 @@ def setup(cfg: TrainConfig, resume: str | Path | None, init: str | Path | None, 
     val_pairs = [pairs[s.name] for s in val_samples]
     # Degraded copies of the held-out faces, scored each epoch beside the clean ones (logged only:
     # the best checkpoint is still chosen on clean faces).
-    val_degraded = {d.name: degrade_pairs(val_pairs, d, cfg.seed) for d in select_degradations(",".join(cfg.val_degrade))} \
-        if cfg.val_degrade and val_pairs else {}
+    val_degraded = {}
+    if cfg.val_degrade and val_pairs:
+        val_degraded = {d.name: degrade_pairs(val_pairs, d, cfg.seed)
+                        for d in select_degradations(",".join(cfg.val_degrade))}
     return TrainRun(cfg, device, amp, ddp, model, net, opt, scaler, state, train_samples, list(val_names), pairs,
                     val_pairs, fingerprint, val_degraded)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from msf.cli.common import console, int_list, make_parser, positive_int
-from msf.contract import DEFAULT_SIZE
+from msf.contract import DEFAULT_SIZE, write_json_atomic
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -17,6 +16,9 @@ examples:
   msf-eval                                    # shipped weights on the data root
   msf-eval --ckpt runs/msf/best.pt --split val --size 256,384,512
   msf-eval --data test_images/ --save-masks preds/   # unlabeled images: masks only (submission format)
+  msf-eval --split val --degrade --size 256,384 --degrade-plot robust.png
+                                              # F on small, blurred, noisy, dark, JPEG/H.264 faces
+  msf-eval --split val --degrade s96_q40,s64_q40 # chosen rows (msf-eval --degrade list names them)
 """
 
 
@@ -42,6 +44,12 @@ def build_parser():
     p.add_argument("--figure-count", type=int, default=4, metavar="N", help="rows in --figure")
     p.add_argument("--per-class", action=argparse.BooleanOptionalAction, default=True,
                    help="print the per-class table")
+    p.add_argument("--degrade", nargs="?", const="all", metavar="NAMES",
+                   help="also score the faces under a fixed, seeded set of degradations (shrunk to a face "
+                        "side of 64-256 px, JPEG quality 30-50, an H.264 round trip, blur, noise, low light), "
+                        "each enlarged back to the label size: all (the default) or comma-separated names; "
+                        "'list' prints them")
+    p.add_argument("--degrade-plot", metavar="OUT.png", help="with --degrade: F-score against face size")
     return p
 
 
@@ -59,6 +67,8 @@ def _select(samples, split: str, meta: dict):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.degrade == "list":
+        return _list_degradations()
     from tqdm import tqdm
 
     from msf.checkpoint import checkpoint_metadata
@@ -110,13 +120,55 @@ def main(argv: list[str] | None = None) -> int:
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results[size] = res
     _print_tables(results, args, root)
+    robustness = _robustness(model, pairs, results, args, device) if args.degrade else None
     if args.figure:
         _figure(model, samples, pairs, args, device)
     if args.json:
         out = {"checkpoint": args.ckpt or "shipped", "data": str(root), "split": args.split,
                "amp": args.amp, "results": {str(k): v for k, v in results.items()}}
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        if robustness is not None:
+            from msf.robustness import summarize_rows
+
+            out["robustness"] = {k: {"rows": rows, "summary": summarize_rows(rows)} for k, rows in robustness.items()}
+        write_json_atomic(args.json, out)
     return 0
+
+
+def _list_degradations() -> int:
+    from rich.table import Table
+
+    from msf.degrade import degradation_suite
+
+    t = Table(title="msf-eval --degrade: the fixed degradations (each enlarged back to the label size)")
+    for col in ("name", "group", "what"):
+        t.add_column(col)
+    for d in degradation_suite():
+        t.add_row(d.name, d.group, d.description)
+    console().print(t)
+    return 0
+
+
+def _robustness(model, pairs, results, args, device) -> dict[str, list[dict]]:
+    """Rows of F-scores on the degraded faces per input size (the clean row is the plain result)."""
+    from tqdm import tqdm
+
+    from msf.degrade import select_degradations
+    from msf.evaluate import evaluate_pairs
+    from msf.robustness import plot_robustness, robustness_rows, robustness_table
+
+    degs = select_degradations(args.degrade)
+    out = {}
+    with tqdm(total=len(degs) * len(results), desc="degraded", unit="cond", disable=None) as bar:
+        for size in results:
+            def score(p, size=size):
+                return evaluate_pairs(model, p, size, device, args.amp, args.batch)
+            out[f"@{size}"] = robustness_rows(score, pairs, degs, clean=results[size],
+                                              progress=lambda name: bar.update(name != "clean"))
+    console().print(robustness_table(out, f"msf-eval --degrade: CE7454 F-score on {len(pairs)} degraded faces"))
+    if args.degrade_plot:
+        plot_robustness(out, args.degrade_plot, f"{args.ckpt or 'shipped weights'} ({args.split}, {len(pairs)} faces)")
+        print(f"wrote {args.degrade_plot}", file=sys.stderr)
+    return out
 
 
 def _figure(model, samples, pairs, args, device) -> None:
