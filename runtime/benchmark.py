@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from msf.frames import to_input
-from msf.metrics import ce7454_fscore
+from msf.metrics import bootstrap_ci, ce7454_fscore
 from msf.runtime.backends import Backend
 from msf.runtime.preprocess import letterbox_placement, square_crop
 from msf.runtime.timing import summarize, time_calls
@@ -70,6 +70,13 @@ def reference_labels(reference: Backend, pairs: list[tuple[np.ndarray, np.ndarra
     """The reference backend's labels for each pair's image (computed once, compared many times)."""
     seg = _segmenter(reference)
     return [seg.predict(img) for img, _ in pairs]
+
+
+def fscore(backend: Backend, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """CE7454 F-score of ``backend`` on labeled (BGR image, mask) pairs, with its 95 % interval."""
+    seg = _segmenter(backend)
+    scores = [ce7454_fscore(mask, seg.predict(img)) for img, mask in pairs]
+    return {"f_score": float(np.mean(scores)), "f_score_ci95": list(bootstrap_ci(scores))}
 
 
 def accuracy(backend: Backend, ref_labels: list[np.ndarray],

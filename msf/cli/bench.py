@@ -22,6 +22,7 @@ examples:
   msf-bench --engine best.pt --backend pytorch-reference --backend pytorch --backend onnxruntime
   msf-bench --engine msf.engine --batch 1,8,32 --json trt.json   # TensorRT engine (GPU)
   msf-bench --engine best.pt --size 256,384,512 --data DIR       # the accuracy/speed trade per input size
+  msf-bench --engine m.onnx m_int8.onnx --data DIR --degrade     # F-score on small, compressed, dark faces too
 
 Latency is reported twice: compute (the backend call on a prepared input) and end to end
 (BGR frames -> letterbox -> input contract -> backend -> frame-sized labels). CV is the larger
@@ -49,6 +50,9 @@ def build_parser():
     p.add_argument("--data", metavar="DIR", help="labeled faces: report F-score and agreement with PyTorch fp32")
     p.add_argument("--accuracy-images", type=positive_int, default=20, metavar="N",
                    help="validation faces scored with --data")
+    p.add_argument("--degrade", nargs="?", const="all", metavar="NAMES",
+                   help="with --data: also score each configuration on the degraded faces of msf-eval "
+                        "--degrade (all, or comma-separated names; msf-eval --degrade list names them)")
     p.add_argument("--ckpt", metavar="PATH", help="checkpoint of the fp32 reference (default: the model's own "
                                                   "checkpoint, else the shipped weights)")
     p.add_argument("--json", metavar="OUT.json")
@@ -83,8 +87,10 @@ def _check_paths(paths: list[str | None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_paths(args.engine)
+    if args.degrade and not args.data:
+        raise MsfError("--degrade scores labeled faces: pass --data DIR too")
     from msf.runtime.backends import create_backend
-    from msf.runtime.benchmark import BenchSettings, accuracy, measure, reference_labels
+    from msf.runtime.benchmark import BenchSettings, accuracy, fscore, measure, reference_labels
     from msf.runtime.timing import environment
 
     threads = args.threads or os.cpu_count()
@@ -98,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accuracy on {source}", file=sys.stderr)
         if not pairs:
             raise MsfError(f"--data {args.data} has no labeled images (images/ + masks/)")
+    degradations = []
+    if args.degrade:
+        from msf.degrade import select_degradations
+
+        degradations = select_degradations(args.degrade)
     references: dict[tuple, Any] = {}
     records, samples, skipped = [], [], []
+    robustness: dict[str, list[dict]] = {}
     for path in args.engine:
         for backend_name in args.backend or ["auto"]:
             for size in _sizes(path, args.size):
@@ -115,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
                         ref = create_backend(ref_ckpt, "pytorch-reference", threads=threads, size=size)
                         references[key] = reference_labels(ref, pairs)
                     acc = accuracy(backend, references[key], pairs)
+                    if degradations:
+                        from msf.robustness import robustness_rows, summarize_rows
+
+                        rows = robustness_rows(lambda p, b=backend: fscore(b, p), pairs, degradations, bgr=True)
+                        robustness[f"{_label(path)} {backend.name} {backend.precision} @{size}"] = rows
+                        summary = summarize_rows(rows)
+                        acc.update(f_degraded_mean=summary["degraded_mean"],
+                                   f_degraded={r["name"]: r["f_score"] for r in rows[1:]})
                 for batch in args.batch:
                     if backend.max_batch and batch != backend.max_batch:
                         skipped.append(f"{_label(path)} batch {batch}: graph batch is fixed at {backend.max_batch}")
@@ -134,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     _print_table(records, skipped, env)
     out = {"environment": env, "records": records, "skipped": skipped}
+    if robustness:
+        from msf.robustness import robustness_table
+
+        console().print(robustness_table(robustness, f"msf-bench --degrade: CE7454 F-score on "
+                                                     f"{len(pairs or [])} degraded validation faces"))
+        out["robustness"] = robustness
     if args.json:
         write_json_atomic(args.json, out)
     if args.csv:
