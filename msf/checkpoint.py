@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from msf.atomic import atomic_write
-from msf.contract import MODEL_CONTRACT
+from msf.contract import DEFAULT_SIZE, MODEL_CONTRACT
 from msf.errors import MsfError
 from msf.labels import LABELS, PALETTE
 from msf.model import MicroSegFormer, ModelConfig
@@ -150,6 +151,27 @@ def checkpoint_metadata(path: str | Path | None = None) -> dict[str, Any]:
     obj = read_checkpoint(path or WEIGHTS_PATH)
     skip = {"model_state_dict", "state_dict", "optimizer_state_dict", "scheduler_state_dict", "scaler_state_dict"}
     return {k: v for k, v in obj.items() if k not in skip and not isinstance(v, torch.Tensor)}
+
+
+def recommended_size(path: str | Path | None = None) -> int:
+    """The square input size a checkpoint is meant to run at: its ``input_size`` entry (msf-train
+    records its validation size; the shipped weights record the size chosen by measurement), else
+    the historic default, ``DEFAULT_SIZE``. None = the shipped weights."""
+    p = Path(path or WEIGHTS_PATH)
+    try:
+        st = p.stat()
+    except OSError:
+        return DEFAULT_SIZE
+    return _recorded_size(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _recorded_size(path: str, mtime_ns: int, nbytes: int) -> int:
+    try:
+        size = read_checkpoint(path).get("input_size")
+    except MsfError:
+        return DEFAULT_SIZE
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else DEFAULT_SIZE
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

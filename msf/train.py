@@ -490,6 +490,9 @@ def checkpoint_payload(run: TrainRun) -> dict[str, Any]:
         "val_names": list(run.val_names),
         "data_sha256": run.fingerprint,
         "amp": run.amp,
+        # the size the checkpoint is validated (and meant to run) at: msf-video, msf-export and
+        # Segmenter default to it
+        "input_size": run.cfg.val_size or run.cfg.phases[-1].size,
         "msf_version": __version__,
         "torch_version": str(torch.__version__),
         **standard_metadata(),

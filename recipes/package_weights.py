@@ -2,6 +2,7 @@
 (no optimiser state), with the training history of every stage that led to it.
 
     python recipes/package_weights.py FINAL.pt [EARLIER_STAGE.pt ...] [-o msf/weights/microsegformer.pt]
+                                      [--input-size N]
 
 Stages are given newest first (the final checkpoint, then the one it was fine-tuned from, ...);
 a stage that is already a packaged file contributes its recorded stages.
@@ -17,7 +18,7 @@ from msf.checkpoint import atomic_save, read_checkpoint
 from msf.paths import WEIGHTS_PATH
 
 KEEP = ("model_state_dict", "config", "val_names", "labels", "palette", "input", "epoch", "best_f_score",
-        "data_sha256", "msf_version", "torch_version")
+        "data_sha256", "msf_version", "torch_version", "input_size")
 
 
 def stage_record(ckpt: dict, path: str) -> list[dict]:
@@ -34,6 +35,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stages", nargs="+", metavar="CKPT", help="final checkpoint first, then earlier stages")
     ap.add_argument("-o", "--out", default=str(WEIGHTS_PATH))
+    ap.add_argument("--input-size", type=int, metavar="N",
+                    help="the input size msf-video, msf-export and Segmenter default to for these weights "
+                         "(default: what the final checkpoint records)")
     args = ap.parse_args()
     final = read_checkpoint(args.stages[0])
     stages: list[dict] = []
@@ -44,10 +48,13 @@ def main() -> int:
             sys.exit(f"{later} and {earlier} hold out different validation faces")
     out = {k: final[k] for k in KEEP if k in final}
     out["model_state_dict"] = {k: v.float().contiguous() for k, v in final["model_state_dict"].items()}
+    if args.input_size:
+        out["input_size"] = args.input_size
     out["history"] = stages[-1]["history"]
     out["stages"] = stages
     atomic_save(out, args.out)
-    print(f"{args.out}: epoch {out['epoch']}, best F {out['best_f_score']:.4f}, {len(stages)} stage(s)")
+    print(f"{args.out}: epoch {out['epoch']}, best F {out['best_f_score']:.4f}, {len(stages)} stage(s), "
+          f"input size {out.get('input_size', 'not recorded')}")
     return 0
 
 

@@ -327,8 +327,11 @@ def cached_onnx(ckpt: str | Path | None, size: int = DEFAULT_SIZE, head: str = "
 
 def create_backend(model: str | Path | None = None, backend: str | Backend = "auto", *, device: str | None = None,
                    threads: int | None = None, spinning: bool = False, fp16: bool = False,
-                   size: int = DEFAULT_SIZE, head: str = "labels", cuda_graphs: bool = False) -> Backend:
+                   size: int | None = None, head: str = "labels", cuda_graphs: bool = False) -> Backend:
     """A backend for ``model`` (checkpoint, ONNX or engine by extension; None = shipped weights).
+
+    ``size`` None: a checkpoint runs at the size it records (``msf.checkpoint.recommended_size``),
+    a graph of dynamic size at ``DEFAULT_SIZE``; a fixed-size graph always at its own size.
 
     ``auto``: an ``.engine`` runs on TensorRT; anything else on ONNX Runtime's best provider
     (TensorRT > CUDA > CPU), checkpoints through their cached fused ONNX export. ``pytorch`` runs
@@ -347,7 +350,7 @@ def create_backend(model: str | Path | None = None, backend: str | Backend = "au
     if backend == "null":
         from msf.runtime.null_backend import NullBackend
 
-        return NullBackend(size=size)
+        return NullBackend(size=size or DEFAULT_SIZE)
     path = Path(model) if model else None
     ext = path.suffix.lower() if path else CHECKPOINT_EXTS[0]
     if ext not in MODEL_EXTS:
@@ -355,6 +358,13 @@ def create_backend(model: str | Path | None = None, backend: str | Backend = "au
                        f"({'/'.join(CHECKPOINT_EXTS)}), .onnx or {'/'.join(ENGINE_EXTS)}")
     if path is not None and not path.is_file():
         raise MsfError(f"model file not found: {path}")
+    if size is None:
+        if ext in CHECKPOINT_EXTS:
+            from msf.checkpoint import recommended_size
+
+            size = recommended_size(path)
+        else:
+            size = DEFAULT_SIZE
     if backend == "auto":
         backend = "tensorrt" if ext in ENGINE_EXTS else "onnxruntime"
     if ext in ENGINE_EXTS:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError
 from msf.frames import to_input
 from msf.runtime.backends import Backend, create_backend
@@ -41,7 +40,7 @@ class Segmenter:
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
-                 fp16: bool = False, size: int = DEFAULT_SIZE, smooth: float = 0.0, cuda_graphs: bool = False,
+                 fp16: bool = False, size: int | None = None, smooth: float = 0.0, cuda_graphs: bool = False,
                  detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
                  scan_every: int = SCAN_EVERY) -> None:
         if mode not in MODES:

@@ -42,7 +42,8 @@ def build_parser():
     p.add_argument("--device", help="onnxruntime provider (cpu/cuda/tensorrt), pytorch device, openvino device")
     p.add_argument("--batch", type=int_list, default=[1], metavar="N[,N...]", help="batch sizes")
     p.add_argument("--size", type=int_list, metavar="N[,N...]",
-                   help="input sizes (default: the model's own; checkpoints are exported per size)")
+                   help="input sizes (default: the model's own, for a checkpoint the size it records; "
+                        "checkpoints are exported per size)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--iters", type=positive_int, default=30, help="timed runs per configuration")
     p.add_argument("--duration", type=float, metavar="S", help="time each configuration for S seconds instead")
@@ -184,7 +185,9 @@ def _sizes(path, sizes):
     if path and Path(path).suffix.lower() not in CHECKPOINT_EXTS:
         contract = read_contract(path)
         return [(contract.input.size if contract else None) or DEFAULT_SIZE]
-    return [DEFAULT_SIZE]
+    from msf.checkpoint import recommended_size
+
+    return [recommended_size(path)]
 
 
 def _label(path) -> str:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from msf.cli.common import console, int_list, make_parser, positive_int
-from msf.contract import DEFAULT_SIZE, write_json_atomic
+from msf.contract import write_json_atomic
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -30,8 +30,9 @@ def build_parser():
                         "(default: $MSF_DATA)")
     p.add_argument("--split", choices=["all", "val", "train"], default="all",
                    help="val/train = the checkpoint's own held-out names (stored at training time)")
-    p.add_argument("--size", type=int_list, default=[DEFAULT_SIZE], metavar="N[,N...]",
-                   help="model input size(s); predictions are scored at the label resolution")
+    p.add_argument("--size", type=int_list, metavar="N[,N...]",
+                   help="model input size(s) (default: the size the checkpoint records, 384 for the shipped "
+                        "weights); predictions are scored at the label resolution")
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="inference precision")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return _list_degradations()
     from tqdm import tqdm
 
-    from msf.checkpoint import checkpoint_metadata
+    from msf.checkpoint import checkpoint_metadata, recommended_size
     from msf.data import list_samples, read_image, read_pair
     from msf.evaluate import evaluate_pairs, predict_labels
     from msf.model import load_model
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         raise MsfError("no data: pass --data DIR or set MSF_DATA")
     device = resolve_device(args.device)
     model = load_model(args.ckpt, map_location=device)
+    args.size = args.size or [recommended_size(args.ckpt)]
     meta = checkpoint_metadata(args.ckpt)
     samples = list_samples(root, require_masks=False)
     labeled = all(s.mask is not None or s.official_root is not None for s in samples)

@@ -48,8 +48,9 @@ def build_parser():
                    help="output: float logits N×19×H×W, or uint8 class ids N×H×W")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     p.add_argument("--batch", default="dynamic", metavar="{dynamic,N}", help="batch dimension")
-    p.add_argument("--size", default=str(DEFAULT_SIZE), metavar=f"{{{DEFAULT_SIZE},dynamic,N}}",
-                   help="square input size")
+    p.add_argument("--size", metavar="{N,dynamic}",
+                   help="square input size (default: the size the checkpoint records, 384 for the shipped "
+                        f"weights; {DEFAULT_SIZE} for checkpoints that record none), or dynamic")
     p.add_argument("--opset", type=int, help="ONNX opset (default 17; 23 with the Attention core)")
     p.add_argument("--data", metavar="DIR", help="labeled faces for verification (validation split) and INT8 "
                                                  "calibration (training split) (default: $MSF_DATA)")
@@ -83,6 +84,7 @@ def _int_or_dynamic(text: str, flag: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from msf.checkpoint import recommended_size
     from msf.contract import GraphEnds, write_json_atomic
     from msf.export.onnx_export import ExportSpec
     from msf.export.pipeline import ExportOptions, run_export, verify_file
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = ExportSpec(attention=args.attention, target=args.target, core=args.core,
                       ends=GraphEnds(args.io, args.color, args.head),
-                      batch=_int_or_dynamic(args.batch, "--batch"), size=_int_or_dynamic(args.size, "--size"),
+                      batch=_int_or_dynamic(args.batch, "--batch"),
+                      size=_int_or_dynamic(args.size, "--size") if args.size else recommended_size(args.ckpt),
                       opset=args.opset)
     opts = ExportOptions(out=Path(args.output), spec=spec, precision=args.precision, ckpt=args.ckpt,
                          data=args.data, verify=not args.no_verify, verify_images=args.verify_images,

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from msf.cli.common import console, make_parser, positive_int, unit_float
-from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError, run_cli
 
 EPILOG = """\
@@ -44,8 +43,8 @@ def build_parser():
                    help="video file, webcam index, rtsp:// or http:// URL, image folder or glob")
     p.add_argument("--model", metavar="PATH", help="checkpoint (.pt/.pth), .onnx or .engine; default: shipped weights")
     p.add_argument("--size", type=positive_int, metavar="N",
-                   help=f"model input size N² for a checkpoint (default: {DEFAULT_SIZE}; an .onnx or .engine "
-                        "file keeps the size it was exported at)")
+                   help="model input size N² for a checkpoint (default: the size the checkpoint records, "
+                        "384 for the shipped weights; an .onnx or .engine file keeps the size it was exported at)")
     p.add_argument("--backend", choices=BACKENDS + tuple(DEPRECATED_BACKENDS), default="auto",
                    help="inference backend; null: no inference, fixed labels (measures the pipeline itself)")
     p.add_argument("--device", help="onnxruntime: cpu/cuda/tensorrt provider; pytorch: cpu/cuda; openvino: CPU/GPU")
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
                         smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
                         detect_size=args.detect_size, detect_score=args.detect_score, scan_every=args.scan_every,
-                        size=args.size or DEFAULT_SIZE)
+                        size=args.size)
         if args.size and seg.size != args.size:
             raise MsfError(f"{args.model} is fixed at {seg.size}² input; export it with msf-export --size "
                            f"{args.size}, or pass a checkpoint")
