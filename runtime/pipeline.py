@@ -175,9 +175,10 @@ def warm_up(seg: Segmenter, batch: int) -> float:
     sizes = sorted({1, max(1, batch)})
     if str(getattr(seg.backend, "device", "cpu")).startswith("cuda"):
         sizes = list(range(1, max(1, batch) + 1))  # a CUDA graph is captured per batch size
-    blank = np.zeros((seg.size, seg.size, 3), np.uint8)
-    for n in sizes:
-        seg.warmup([blank] * n)
+    for side in seg.sizes:
+        blank = np.zeros((side, side, 3), np.uint8)
+        for n in sizes:
+            seg.warmup([blank] * n)
     return (time.perf_counter() - t0) * 1000
 
 
@@ -221,6 +222,7 @@ def _device_path(seg: Segmenter, cfg: PipelineConfig) -> _DevicePath | None:
         if cfg.device_frames:
             raise MsfError(f"{seg.describe()} cannot take frames on its device")
         return None
+    seg.single_size()  # the device path crops every face at one size
     frames = gpu_frames.TorchFrames(device, seg.size)
     return _DevicePath(frames, run, gpu_frames.model_dtype(backend))
 
@@ -340,7 +342,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                     hud = None
                     if cfg.render.hud:
                         hud = [f"{stats.rolling_fps():5.1f} FPS  {stats.last_latency_ms():5.0f} ms",
-                               f"{seg.describe()}  {seg.mode} {seg.size}px"]
+                               f"{seg.describe()}  {seg.mode} {seg.size_label()}px"]
                     if item.i420_rows:
                         item.rendered = render_i420(item.frame, item.i420_rows, item.labels, cfg.render, hud)
                     else:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from msf.contract import CHECKPOINT_EXTS
 from msf.errors import MsfError
 from msf.frames import to_input
 from msf.runtime.backends import Backend, create_backend
 from msf.runtime.faces import DETECT_SIZE, SCAN_EVERY, SCORE_THRESHOLD
+from msf.runtime.postprocess import drop_islands
 from msf.runtime.preprocess import Placement, assemble_labels, letterbox_placement, square_crop
 
 MODES = ("auto", "full", "face")
@@ -24,6 +26,11 @@ MODES = ("auto", "full", "face")
 # benchmarks/measure_face_template.py: IoU ≥ 0.71 on 99 % of the 800 training faces (median 0.91);
 # a face of 200-520 px in a 1280×720 frame has IoU ≤ 0.17.
 AUTO_FULL_IOU = 0.5
+# Face-matched input sizes (face and auto modes, checkpoints only): a face whose square is at most
+# MAX_SIDE frame pixels is parsed at SIZE² when SIZE is below the Segmenter's size; larger faces
+# at the Segmenter's size. Chosen by measurement (msf-eval --degrade: F of the shipped weights on
+# faces shrunk to 64-256 px, at 256² and 384² input; see the model card).
+FACE_SIZE_RULE: tuple[tuple[int, int], ...] = ((192, 256),)
 
 
 class Segmenter:
@@ -36,13 +43,18 @@ class Segmenter:
     ``smooth`` = A averages class probabilities over time, p = A·p_prev + (1-A)·p_now: over the
     whole frame in full mode, per tracked face in its aligned crop in face mode (a new face starts
     fresh), and in auto mode whichever of the two the frame used.
+
+    In face and auto modes, ``matched_sizes`` parses a small face at a smaller input size
+    (``FACE_SIZE_RULE``; a checkpoint's own backend per size, crops batched per size), and
+    ``drop_islands`` removes labelled regions of a face's crop that touch none of its core parts
+    (skin, eyes, brows, nose, mouth, lips).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int | None = None, smooth: float = 0.0, cuda_graphs: bool = False,
                  detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
-                 scan_every: int = SCAN_EVERY) -> None:
+                 scan_every: int = SCAN_EVERY, matched_sizes: bool = True, drop_islands: bool = True) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:
@@ -56,9 +68,9 @@ class Segmenter:
 
             YuNetDetector(detect_size, detect_score)
         # Smoothing averages class probabilities over time, so the graph must return logits.
-        self.backend: Backend = create_backend(model, backend, device=device, threads=threads,
-                                               spinning=spinning, fp16=fp16, size=size,
-                                               head="logits" if smooth else "labels", cuda_graphs=cuda_graphs)
+        opts = dict(device=device, threads=threads, spinning=spinning, fp16=fp16,
+                    head="logits" if smooth else "labels", cuda_graphs=cuda_graphs)
+        self.backend: Backend = create_backend(model, backend, size=size, **opts)
         if smooth and self.backend.output_kind != "logits":
             raise MsfError("temporal smoothing needs a model that returns logits (a checkpoint, or an ONNX "
                            "exported with --head logits)")
@@ -66,6 +78,13 @@ class Segmenter:
         self._probs: dict[object, np.ndarray] = {}  # per stream (and face): smoothed class probabilities
         self.mode = mode
         self.size = self.backend.size
+        self._backends: dict[int, Backend] = {}  # the other sizes' backends (matched face sizes)
+        per_size = (isinstance(backend, str) and mode != "full" and matched_sizes
+                    and (model is None or Path(model).suffix.lower() in CHECKPOINT_EXTS or backend == "null"))
+        # smaller sizes each get the same model and backend, exported (and cached) at that size
+        self.size_rule = tuple((side, n) for side, n in FACE_SIZE_RULE if n < self.size) if per_size else ()
+        self._new_backend = lambda n: create_backend(model, backend, size=n, **opts)
+        self.clean_islands = drop_islands and mode != "full"
         self.trackers: dict[int, object] = {}  # face/auto mode: one tracker per stream
         self.detect_every, self.detect_size, self.detect_score = detect_every, detect_size, detect_score
         self.scan_every = scan_every
@@ -118,22 +137,65 @@ class Segmenter:
             self._cur[stream] = keys
         return self._cur[stream].pop(0)
 
-    def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
-        return [square_crop(frame, p, self.size) for p in places]
+    @property
+    def sizes(self) -> list[int]:
+        """Every input size this Segmenter may run at (one, unless faces get matched sizes)."""
+        return sorted({self.size, *(n for _, n in self.size_rule)})
 
-    def infer(self, crops: list[np.ndarray], streams: list[int] | None = None) -> np.ndarray:
-        """Class ids for square BGR crops, in batches the graph accepts. With smoothing, ``streams``
-        names the stream of each crop (one crop per frame, frames in order per stream)."""
+    def size_label(self) -> str:
+        return "/".join(map(str, self.sizes))
+
+    def size_for(self, place: Placement) -> int:
+        """The input size a square of ``place.side`` frame pixels is parsed at (``FACE_SIZE_RULE``)."""
+        for side, n in self.size_rule:
+            if place.side <= side:
+                return n
+        return self.size
+
+    def single_size(self) -> None:
+        """Parse every face at ``size`` (paths that crop at one size only, such as the GPU frame path)."""
+        self.size_rule = ()
+
+    def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
+        return [square_crop(frame, p, self.size_for(p)) for p in places]
+
+    def _backend_at(self, n: int) -> Backend:
+        if n == self.size:
+            return self.backend
+        if n not in self._backends:
+            self._backends[n] = self._new_backend(n)
+        return self._backends[n]
+
+    def infer(self, crops: list[np.ndarray], streams: list[int] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Class ids for square BGR crops, in batches the graph accepts: an N×S×S array, or a list
+        of S×S maps when the crops come in several sizes (each size runs as its own batch). With
+        smoothing, ``streams`` names the stream of each crop (one crop per frame, frames in order
+        per stream)."""
         if not crops:
             return np.zeros((0, self.size, self.size), dtype=np.uint8)
-        step = self.backend.max_batch or len(crops)
-        if not self.smooth:
-            outs = [self.backend.labels(to_input(crops[i:i + step], self.backend.input_spec))
-                    for i in range(0, len(crops), step)]
-            return np.concatenate(outs)
-        logits = np.concatenate([self.backend.infer(to_input(crops[i:i + step], self.backend.input_spec))
-                                 for i in range(0, len(crops), step)])
-        return self._smoothed_labels(logits, [self._key(s) for s in (streams or [0] * len(crops))])
+        keys = [self._key(s) for s in (streams or [0] * len(crops))] if self.smooth else None
+        sizes = {c.shape[0] for c in crops}
+        if len(sizes) == 1:
+            return self._infer_at(sizes.pop(), crops, keys)
+        out: list[np.ndarray] = [None] * len(crops)  # type: ignore[list-item]
+        for n in sorted(sizes):
+            idx = [i for i, c in enumerate(crops) if c.shape[0] == n]
+            labels = self._infer_at(n, [crops[i] for i in idx], [keys[i] for i in idx] if keys else None)
+            for i, lab in zip(idx, labels):
+                out[i] = lab
+        return out
+
+    def _infer_at(self, n: int, crops: list[np.ndarray], keys: list | None) -> np.ndarray:
+        backend = self._backend_at(n)
+        step = backend.max_batch or len(crops)
+        chunks = [to_input(crops[i:i + step], backend.input_spec) for i in range(0, len(crops), step)]
+        if keys is None:
+            labels = np.concatenate([backend.labels(x) for x in chunks])
+        else:
+            labels = self._smoothed_labels(np.concatenate([backend.infer(x) for x in chunks]), keys)
+        if self.clean_islands:
+            labels = np.stack([drop_islands(lab) for lab in labels])
+        return labels
 
     def _smoothed_labels(self, logits: np.ndarray, streams: list) -> np.ndarray:
         """Exponential moving average of softmax probabilities per key (stream, or stream and
@@ -179,6 +241,12 @@ class Segmenter:
     def warmup(self, crops: list[np.ndarray]) -> None:
         """Run the backend once on square ``crops`` (blank ones will do) without touching any
         stream's state, so one-off costs (first run, autotuning, graph capture) are paid now."""
-        step = self.backend.max_batch or len(crops)
+        backend = self._backend_at(crops[0].shape[0]) if crops else self.backend
+        step = backend.max_batch or len(crops)
         for i in range(0, len(crops), step):
-            self.backend.infer(to_input(crops[i:i + step], self.backend.input_spec))
+            backend.infer(to_input(crops[i:i + step], backend.input_spec))
+
+    def close(self) -> None:
+        """Release every backend (each input size has its own)."""
+        for b in [self.backend, *self._backends.values()]:
+            b.close()
