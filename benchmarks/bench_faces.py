@@ -3,25 +3,23 @@
 Each validation face of the shipped checkpoint (the 100 names it records; they were never trained
 on) is placed into 1280×720 frames: crop side drawn from 200-520 px, rotation within ±20°, random
 position (fully inside the frame) and a random smooth background, held for ``--hold`` frames, in
-one seeded sequence. ``msf.runtime.Segmenter`` runs over the sequence in frame order (tracking
-on) with ONNX Runtime CPU at 512² input, and for each held frame we score:
+one seeded sequence; a second sequence places them small (64-240 px) in JPEG-compressed frames.
+``msf.runtime.Segmenter`` runs over each sequence in frame order (tracking on) with ONNX Runtime
+CPU, in each configuration of ``CONFIGS`` (input size, face-matched sizes, island dropping), and for
+each held frame we score:
 
 - parsed: the face counts as parsed when the predicted foreground covers ≥ 50 % of the ground
   truth foreground inside the placed crop;
 - F: the CE7454 F-score (mean F1 over the classes present) on the pixels inside the placed crop,
-  against the aligned F of the same weights on the same 512² faces (full mode, no placement);
+  against the aligned F of the same weights on the same 512² faces (full mode at the same input
+  size, no placement);
 - spill: labelled pixels outside the placed crop as a share of all labelled pixels;
-- detection ms: time of ``Segmenter.placements`` per frame (detector + tracking);
+- detection ms: time of ``Segmenter.placements`` per frame (detector + tracking); parse ms: crop,
+  inference and paste-back per frame;
 - end-to-end FPS of the msf-video pipeline (decode -> detect/crop -> infer -> paste -> render ->
-  H.264 encode) on a clip of the footage, face mode against full mode at the same input size.
-
-It only uses the Segmenter API that the code before the YuNet detector also had, so the "before"
-numbers come from the same script run against an older checkout:
+  H.264 encode) on a clip of the footage, per configuration.
 
     python benchmarks/bench_faces.py [--quick] [--label after]
-    git archive <commit> | tar -x -C /tmp/msf-before && ln -s ../runtime /tmp/msf-before/msf/runtime \\
-        && ln -s ../export /tmp/msf-before/msf/export
-    PYTHONPATH=/tmp/msf-before python benchmarks/bench_faces.py --label before
 
 Writes benchmarks/results/faces_<label>.json and .md.
 """
@@ -75,10 +73,12 @@ def background(rng: np.random.Generator) -> np.ndarray:
     return np.clip(bg, 0, 255).astype(np.uint8)
 
 
-def place_face(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> dict:
-    """One 1280×720 frame with ``img`` placed at a random side (200-520 px), angle (±20°) and
-    position; returns the frame, the ground-truth labels and the inside-the-crop mask."""
-    side = float(rng.uniform(200, 520))
+def place_face(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+               sides: tuple[float, float] = (200, 520), quality: int | None = None) -> dict:
+    """One 1280×720 frame with ``img`` placed at a random side (``sides``, default 200-520 px),
+    angle (±20°) and position, JPEG-compressed at ``quality`` if given; returns the frame, the
+    ground-truth labels and the inside-the-crop mask."""
+    side = float(rng.uniform(*sides))
     angle = float(rng.uniform(-20, 20))
     half = side / 2 * (abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle))))
     cx, cy = float(rng.uniform(half, W - half)), float(rng.uniform(half, H - half))
@@ -92,13 +92,16 @@ def place_face(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> d
     inside = cv2.warpAffine(np.ones((n, n), np.uint8), m, (W, H), flags=cv2.INTER_NEAREST | flags) > 0
     frame = background(rng)
     frame[inside] = warped[inside]
+    if quality:
+        frame = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
     return {"frame": frame, "gt": gt, "inside": inside, "side": side, "angle": angle, "center": (cx, cy)}
 
 
-def make_footage(faces: list, hold: int, seed: int) -> list[dict]:
+def make_footage(faces: list, hold: int, seed: int, sides: tuple[float, float] = (200, 520),
+                 quality: int | None = None) -> list[dict]:
     """The seeded sequence: each face placed once and held for ``hold`` frames."""
     rng = np.random.default_rng(seed)
-    shots = [place_face(img, mask, rng) for _, img, mask in faces]
+    shots = [place_face(img, mask, rng, sides, quality) for _, img, mask in faces]
     return [dict(s, shot=i, held=k) for i, s in enumerate(shots) for k in range(hold)]
 
 
@@ -125,22 +128,26 @@ def new_segmenter(mode: str, threads: int, **kw):
 
 
 def run_footage(seg, footage: list[dict]) -> dict:
-    """Face mode over the sequence, frame by frame in order; per-frame scores and detection ms."""
-    rows, det_ms = [], []
+    """Face mode over the sequence, frame by frame in order; per-frame scores, detection ms and
+    parse ms (crop, inference, paste back)."""
+    rows, det_ms, parse_ms = [], [], []
     for shot in footage:
         frame = shot["frame"]
         t0 = time.perf_counter()
         places = seg.placements(frame)
-        det_ms.append((time.perf_counter() - t0) * 1000)
+        t1 = time.perf_counter()
         labels = seg.infer(seg.crops(frame, places), [0] * len(places))
         pred = seg.assemble(frame.shape, labels, places)
+        det_ms.append((t1 - t0) * 1000)
+        parse_ms.append((time.perf_counter() - t1) * 1000)
         rows.append(score_frame(pred, shot))
     spill = sum(r["spill_px"] for r in rows) / max(1, sum(r["label_px"] for r in rows))
     parsed = [r["f"] for r in rows if r["parsed"]]
     return {"frames": len(rows), "parsed_rate": float(np.mean([r["parsed"] for r in rows])),
             "f_mean": float(np.mean([r["f"] for r in rows])),
             "f_mean_parsed": float(np.mean(parsed)) if parsed else 0.0, "spill": spill,
-            "detect_ms_mean": float(np.mean(det_ms)), "detect_ms_p50": float(np.median(det_ms))}
+            "detect_ms_mean": float(np.mean(det_ms)), "detect_ms_p50": float(np.median(det_ms)),
+            "parse_ms_mean": float(np.mean(parse_ms)), "parse_ms_p50": float(np.median(parse_ms))}
 
 
 def detection_sweep(footage: list[dict], sizes: list[int]) -> list[dict]:
@@ -172,15 +179,16 @@ def detection_sweep(footage: list[dict], sizes: list[int]) -> list[dict]:
     return out
 
 
-def aligned_f(faces: list, threads: int) -> tuple[float, float | None]:
-    """Mean CE7454 F of the same weights on the aligned 512² faces (full mode), and the share of
-    them that ``--mode auto`` parses whole (None where this msf has no auto mode)."""
+def aligned_f(faces: list, threads: int, size: int | None = None) -> tuple[float, float | None]:
+    """Mean CE7454 F of the same weights on the aligned 512² faces (full mode, at ``size``² input),
+    and the share of them that ``--mode auto`` parses whole (None where this msf has no auto mode)."""
     from msf.metrics import ce7454_fscore
 
-    seg = new_segmenter("full", threads)
+    kw = {"size": size} if size else {}
+    seg = new_segmenter("full", threads, **kw)
     f = float(np.mean([ce7454_fscore(mask, seg.predict(img)) for _, img, mask in faces]))
     try:
-        auto = new_segmenter("auto", threads)
+        auto = new_segmenter("auto", threads, **kw)
     except Exception:  # noqa: BLE001  (an older msf: no auto mode)
         return f, None
     whole = 0
@@ -190,8 +198,9 @@ def aligned_f(faces: list, threads: int) -> tuple[float, float | None]:
     return f, whole / len(faces)
 
 
-def end_to_end(footage: list[dict], frames: int, threads: int, batch: int) -> dict:
-    """msf-video pipeline FPS on a clip of the first ``frames`` footage frames, full vs face mode."""
+def end_to_end(footage: list[dict], frames: int, threads: int, batch: int, modes: dict[str, dict]) -> dict:
+    """msf-video pipeline FPS on a clip of the first ``frames`` footage frames, per configuration
+    (name -> (mode, Segmenter options))."""
     from msf.runtime.pipeline import Job, PipelineConfig, run_pipeline
     from msf.runtime.sinks import VideoSink
     from msf.runtime.sources import open_source
@@ -204,10 +213,10 @@ def end_to_end(footage: list[dict], frames: int, threads: int, batch: int) -> di
         for shot in footage[:frames]:
             vw.write(shot["frame"])
         vw.release()
-        for mode in ("full", "face"):
-            seg = new_segmenter(mode, threads)
+        for name, (mode, kw) in modes.items():
+            seg = new_segmenter(mode, threads, **kw)
             src = open_source(str(clip))
-            job = Job(src, VideoSink(Path(tmp) / f"{mode}.mp4", src.fps, (W, H)))
+            job = Job(src, VideoSink(Path(tmp) / "out.mp4", src.fps, (W, H)))
             stats = PipelineStats()
             try:
                 run_pipeline(seg, [job], PipelineConfig(batch=batch), stats)
@@ -215,36 +224,59 @@ def end_to_end(footage: list[dict], frames: int, threads: int, batch: int) -> di
                 job.video.close()
                 src.close()
             s = stats.summary()
-            out[mode] = {"fps": s["fps"], "frames": s["frames"],
-                         "preprocess_p50_ms": s["stages"]["preprocess"]["p50_ms"]}
-            print(f"end to end, {mode} mode: {s['fps']:.2f} FPS", file=sys.stderr)
-    out["face_over_full"] = out["face"]["fps"] / out["full"]["fps"]
+            out[name] = {"fps": s["fps"], "frames": s["frames"],
+                         "preprocess_p50_ms": s["stages"]["preprocess"]["p50_ms"],
+                         "infer_p50_ms": s["stages"]["infer"]["p50_ms"]}
+            print(f"end to end, {name}: {s['fps']:.2f} FPS", file=sys.stderr)
     return out
 
 
+# Face-mode configurations compared on each footage: the defaults before face-sized parsing, the
+# new default input size alone, then each new step added.
+CONFIGS: dict[str, dict] = {
+    "512², one size, islands kept (previous defaults)": {"size": 512, "matched_sizes": False, "drop_islands": False},
+    "384², one size, islands kept": {"size": 384, "matched_sizes": False, "drop_islands": False},
+    "384², one size, islands dropped": {"size": 384, "matched_sizes": False},
+    "384² + 256² for small faces, islands dropped (defaults)": {},
+}
+# The footages: the validation faces as a 720p camera sees them at a desk (200-520 px), and small
+# faces in compressed footage (64-240 px, JPEG quality 50 per frame: a phone clip, a video call).
+FOOTAGES: dict[str, dict] = {
+    "placed faces 200-520 px": {"sides": (200, 520), "quality": None},
+    "small faces 64-240 px, JPEG 50": {"sides": (64, 240), "quality": 50},
+}
+
+
 def markdown(res: dict) -> str:
-    f = res["footage"]
     lines = [f"### face mode on placed validation faces ({res['label']})", "",
              f"{res['date']} · {res['cpu']} · {res['cores']} cores · OpenCV {res['opencv']} · msf at "
              f"{res['msf_path']} · {res['faces']} faces × {res['hold']} held frames, seed {res['seed']}"
-             + (" · machine shared with other jobs" if res.get("shared") else ""), "",
-             "| metric | value |", "|---|---|",
-             f"| faces parsed in held frames | {f['parsed_rate']:.1%} |",
-             f"| F inside the placed crop (all held frames) | {f['f_mean']:.4f} |",
-             f"| F inside the placed crop (parsed frames) | {f['f_mean_parsed']:.4f} |",
-             f"| aligned F, same weights, same faces | {res['aligned_f']:.4f} |",
-             f"| F / aligned F | {f['f_mean'] / res['aligned_f']:.3f} |",
-             f"| labels spilled outside the crop | {f['spill']:.2%} |",
-             f"| detection + tracking ms per 720p frame (mean / p50) | {f['detect_ms_mean']:.1f} / "
-             f"{f['detect_ms_p50']:.1f} |"]
+             + (" · machine shared with other jobs" if res.get("shared") else ""), ""]
+    names = list(res["configs"])
+    for foot, per in res["footages"].items():
+        lines += [f"**{foot}**", "", "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+
+        def row(label, fn, per=per):
+            return f"| {label} | " + " | ".join(fn(per[n]) for n in names) + " |"
+
+        lines += [
+            row("faces parsed in held frames", lambda r: f"{r['parsed_rate']:.1%}"),
+            row("F inside the placed crop", lambda r: f"{r['f_mean']:.4f}"),
+            row("aligned F, same weights and size", lambda r: f"{r['aligned_f']:.4f}"),
+            row("F / aligned F", lambda r: f"{r['f_mean'] / r['aligned_f']:.3f}"),
+            row("labels spilled outside the crop", lambda r: f"{r['spill']:.2%}"),
+            row("detection + tracking ms / frame (mean)", lambda r: f"{r['detect_ms_mean']:.1f}"),
+            row("crop + infer + paste ms / frame (mean)", lambda r: f"{r['parse_ms_mean']:.1f}"),
+        ]
+        if all("e2e_fps" in per[n] for n in names):
+            base = per[names[0]]["e2e_fps"]
+            lines.append(row(f"end-to-end FPS ({res['e2e_frames']} frames, × first column)",
+                             lambda r, base=base: f"{r['e2e_fps']:.2f} ({r['e2e_fps'] / base:.2f}×)"))
+        lines.append("")
     if res.get("auto_whole") is not None:
-        lines.append(f"| aligned 512² faces that --mode auto parses whole | {res['auto_whole']:.0%} |")
-    e = res.get("end_to_end")
-    if e:
-        lines.append(f"| end-to-end FPS, full / face mode ({e['face']['frames']} frames) | {e['full']['fps']:.2f} / "
-                     f"{e['face']['fps']:.2f} (face = {e['face_over_full']:.2f}× full) |")
+        lines.append(f"Aligned 512² faces that --mode auto parses whole: {res['auto_whole']:.0%}.")
     if res.get("sweep"):
-        lines += ["", "| detector input (long side) | recall | frame scan ms |", "|---|---|---|"]
+        lines += ["", "| detector input (long side), placed faces | recall | frame scan ms |", "|---|---|---|"]
         lines += [f"| {s['detect_size']} | {s['recall']:.1%} | {s['detect_ms_mean']:.1f} |" for s in res["sweep"]]
     return "\n".join(lines) + "\n"
 
@@ -269,20 +301,34 @@ def main() -> int:
     hold = args.hold or (3 if args.quick else 4)
     threads = os.cpu_count() or 1
     faces = validation_faces(root, n_faces)
-    footage = make_footage(faces, hold, args.seed)
     t0 = time.perf_counter()
     import msf
 
+    e2e_frames = args.e2e_frames or (24 if args.quick else 80)
     res = {"label": args.label, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "opencv": cv2.__version__,
            "msf_path": str(Path(msf.__file__).parent.parent), "faces": len(faces), "hold": hold,
-           "seed": args.seed, "shared": args.shared, "threads": threads}
-    res["aligned_f"], res["auto_whole"] = aligned_f(faces, threads)
-    print(f"aligned F {res['aligned_f']:.4f}", file=sys.stderr)
-    res["footage"] = run_footage(new_segmenter("face", threads), footage)
-    print(json.dumps(res["footage"]), file=sys.stderr)
-    res["sweep"] = [] if args.quick else detection_sweep(footage, [320, 480, 640])
-    res["end_to_end"] = end_to_end(footage, args.e2e_frames or (24 if args.quick else 80), threads, 4)
+           "seed": args.seed, "shared": args.shared, "threads": threads, "e2e_frames": e2e_frames,
+           "configs": CONFIGS, "footages": {}}
+    aligned: dict[int | None, float] = {}
+    for foot_name, foot in FOOTAGES.items():
+        footage = make_footage(faces, hold, args.seed, foot["sides"], foot["quality"])
+        per = {}
+        for name, kw in CONFIGS.items():
+            size = kw.get("size")
+            if size not in aligned:
+                aligned[size], auto_whole = aligned_f(faces, threads, size)
+                res.setdefault("auto_whole", auto_whole)
+            r = run_footage(new_segmenter("face", threads, **kw), footage)
+            r["aligned_f"] = aligned[size]
+            per[name] = r
+            print(f"{foot_name} | {name}: {json.dumps(r)}", file=sys.stderr)
+        e2e = end_to_end(footage, e2e_frames, threads, 4, {n: ("face", kw) for n, kw in CONFIGS.items()})
+        for name in CONFIGS:
+            per[name]["e2e_fps"] = e2e[name]["fps"]
+        res["footages"][foot_name] = per
+        if foot_name == next(iter(FOOTAGES)) and not args.quick:
+            res["sweep"] = detection_sweep(footage, [320, 480, 640])
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     md = markdown(res)
     out = Path(args.out)
