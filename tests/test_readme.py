@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from msf.paths import REPO_DIR, data_root
+from tests.conftest import NO_DATA, has_face_data
 
 README = REPO_DIR / "README.md"
 NOTE = re.compile(r"\(((?:needs|takes) [^)]*)\)")
@@ -66,11 +67,6 @@ def _python_blocks() -> list[str]:
     return ["\n".join(lines) for info, lines in _blocks(README.read_text()) if info == "python"]
 
 
-def _has_data() -> bool:
-    root = data_root()
-    return root is not None and (root / "train" / "images").is_dir()
-
-
 def _reason(line: str) -> str | None:
     """Why ``line`` cannot run here, or None."""
     command, _, comment = line.partition("#")
@@ -79,8 +75,8 @@ def _reason(line: str) -> str | None:
     for item in items:
         if item != "needs face data":
             return f"README marks it: {item}"
-    if ("needs face data" in items or "$MSF_DATA" in command) and not _has_data():
-        return "needs face data: set MSF_DATA or place it at ../shared/data/faces"
+    if ("needs face data" in items or "$MSF_DATA" in command) and not has_face_data():
+        return NO_DATA
     if "astronaut.mp4" in shlex.split(command)[1:2]:
         try:
             import skimage  # noqa: F401
@@ -100,7 +96,7 @@ def test_readme_rule_finds_every_kind_of_line():
     assert "needs TensorRT and a GPU" in reasons[next(k for k in reasons if "--tensorrt" in k)]
     assert "takes hours" in reasons["msf-train --preset cpu"]
     eval_line = next(k for k in reasons if k.startswith("msf-eval"))
-    assert (reasons[eval_line] is None) == _has_data()  # (needs face data)
+    assert (reasons[eval_line] is None) == has_face_data()  # (needs face data)
     assert _python_blocks() and "frame_bgr = " in _python_blocks()[0]
 
 
