@@ -74,10 +74,10 @@ def build_parser():
 
 
 def _or_dynamic(parse):
-    """An argparse type: ``dynamic`` (None) or what ``parse`` accepts."""
+    """An argparse type: ``dynamic`` (kept as the word) or what ``parse`` accepts."""
     def parse_or_dynamic(text: str):
         if text == "dynamic":
-            return None
+            return text
         try:
             return parse(text)
         except argparse.ArgumentTypeError as exc:
@@ -85,6 +85,11 @@ def _or_dynamic(parse):
 
     parse_or_dynamic.numeric = True  # type: ignore[attr-defined]
     return parse_or_dynamic
+
+
+def _dim(value: int | str) -> int | None:
+    """A graph dimension from ``_or_dynamic``: None for dynamic."""
+    return None if value == "dynamic" else value
 
 
 def _check_outputs(args) -> None:
@@ -124,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             raise MsfError(f"verification failed: {'; '.join(report.failures)}")
         return 0
     _check_outputs(args)
-    check_memory(args.batch or 1, args.size or DEFAULT_SIZE)  # verification runs batches of the graph's batch
+    batch, size = _dim(args.batch), _dim(args.size)
+    check_memory(batch or 1, size or DEFAULT_SIZE)  # verification runs batches of the graph's batch
     spec = ExportSpec(attention=args.attention, target=args.target, core=args.core,
-                      ends=GraphEnds(args.io, args.color, args.head), batch=args.batch, size=args.size,
-                      opset=args.opset)
+                      ends=GraphEnds(args.io, args.color, args.head), batch=batch, size=size, opset=args.opset)
     opts = ExportOptions(out=Path(args.output), spec=spec, precision=args.precision, ckpt=args.ckpt,
                          data=args.data, verify=not args.no_verify, verify_images=args.verify_images,
                          calib_images=args.calib_images, tensorrt=args.tensorrt, profile_batch=args.profile,
