@@ -4,7 +4,8 @@ package (scikit-image's ``astronaut()``, NASA, public domain) — never from the
     pip install scikit-image && python docs/make_tour_frame.py [--clip astronaut.mp4]
 
 ``--clip`` also writes a 3-second 1280×720 clip of the astronaut drifting across the frame, the
-input of the README's ``msf-video`` example.
+input of the README's ``msf-video`` example. ``docs/astronaut.jpg`` (the frame, before parsing)
+is the input of the README's Python example.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
     # and pasted back (the frame is no close-up, so it is not parsed whole).
     canvas = np.full((720, 1280, 3), 40, np.uint8)
     canvas[104:616, 384:896] = frame
+    cv2.imwrite(str(HERE / "astronaut.jpg"), cv2.resize(canvas, (960, 540), interpolation=cv2.INTER_AREA),
+                [cv2.IMWRITE_JPEG_QUALITY, 88])
     seg = Segmenter(mode="auto")
     places = seg.placements(canvas)
     labels = seg.assemble(canvas.shape, seg.infer(seg.crops(canvas, places)), places)

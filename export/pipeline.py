@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 
 import onnx
 
-from msf.atomic import temp_beside
+from msf.atomic import check_writable, temp_beside
 from msf.contract import GraphContract, onnx_sidecar, write_sidecar
 from msf.errors import MsfError
 from msf.export.onnx_export import ExportSpec, check_contract, export_onnx, graph_summary
@@ -53,15 +52,7 @@ def check_output_path(out: Path, suffix: str = ".onnx") -> None:
     """Fail early (before any work) when the output cannot be written."""
     if out.suffix != suffix:
         raise MsfError(f"output must end in {suffix}: {out}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise MsfError(f"output folder does not exist: {parent}")
-    try:  # a real probe: os.access() says yes to root even where writing fails
-        fd, probe = tempfile.mkstemp(prefix=".msf-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise MsfError(f"output folder is not writable: {parent} ({exc.strerror})") from None
+    check_writable(out.parent)
 
 
 def _tmp_beside(path: Path, stack: ExitStack, suffix: str) -> Path:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from msf.errors import MsfError
 
 
 def temp_beside(path: str | Path, suffix: str | None = None) -> str:
@@ -37,3 +40,19 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: str | Path, what: str = "output folder") -> None:
+    """An MsfError, before any work, when new files cannot be created in ``folder``: a real probe
+    (``os.access`` says yes to root where writing still fails)."""
+    folder = Path(folder) if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise MsfError(f"{what} does not exist: {folder}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".msf-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        # /proc and friends answer ENOENT for a folder that plainly exists: say what it means.
+        why = "it does not accept new files" if exc.errno == errno.ENOENT else exc.strerror
+        raise MsfError(f"cannot write to {folder}: {what} is not writable ({why})") from None

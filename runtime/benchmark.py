@@ -36,7 +36,7 @@ def _segmenter(backend: Backend):
     """A full-frame Segmenter around an existing backend (nothing is loaded again)."""
     from msf.runtime.segmenter import Segmenter
 
-    return Segmenter(backend=backend)
+    return Segmenter(backend=backend, mode="full")
 
 
 def frame_labels(backend: Backend, frames: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,8 +1,11 @@
 """``msf.runtime.Segmenter``: face parsing of BGR frames in three lines of user code.
 
     from msf.runtime import Segmenter
-    seg = Segmenter()                    # shipped weights, best backend on this machine
+    seg = Segmenter()                    # shipped weights, best backend on this machine, auto mode
     labels = seg.predict(frame_bgr)      # H×W uint8 class ids, same size as the frame
+
+``Segmenter()`` and ``msf-video`` share their defaults (``DEFAULT_MODE``: auto), so the same
+frame gets the same labels from either.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from msf.runtime.backends import Backend, create_backend
 from msf.runtime.faces import DETECT_SIZE, SCAN_EVERY, SCORE_THRESHOLD
 from msf.runtime.postprocess import drop_islands
 from msf.runtime.preprocess import Placement, assemble_labels, letterbox_placement, square_crop
+from msf.sizes import check_size
 
 MODES = ("auto", "full", "face")
+DEFAULT_MODE = "auto"  # msf-video's --mode default too
 # --mode auto parses the whole frame when it is a face close-up like the training images: a face
 # whose aligned crop covers the letterboxed frame with IoU ≥ this. Measured with
 # benchmarks/measure_face_template.py: IoU ≥ 0.71 on 99 % of the 800 training faces (median 0.91);
@@ -39,6 +44,8 @@ class Segmenter:
     parses the crops as one batch and pastes the labels back; ``mode="auto"`` is face mode, except
     that a frame that already is a face close-up (like the training images: a face whose aligned
     square covers the frame's letterbox square with IoU ≥ ``AUTO_FULL_IOU``) is parsed whole.
+    The default is auto, as in ``msf-video``. ``size``: the model input side (``msf.sizes``:
+    a multiple of 32 from 64 to 1024).
 
     ``smooth`` = A averages class probabilities over time, p = A·p_prev + (1-A)·p_now: over the
     whole frame in full mode, per tracked face in its aligned crop in face mode (a new face starts
@@ -50,7 +57,7 @@ class Segmenter:
     (skin, eyes, brows, nose, mouth, lips).
     """
 
-    def __init__(self, model: str | Path | None = None, backend: str = "auto", mode: str = "full", *,
+    def __init__(self, model: str | Path | None = None, backend: str | Backend = "auto", mode: str = DEFAULT_MODE, *,
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int | None = None, smooth: float = 0.0, cuda_graphs: bool = False,
                  detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
@@ -63,6 +70,8 @@ class Segmenter:
             raise MsfError(f"scan_every must be at least 1, not {scan_every}")
         if not 0.0 <= smooth < 1.0:
             raise MsfError(f"smoothing must be in [0, 1), not {smooth}")
+        if size is not None and backend != "null" and not isinstance(backend, Backend):
+            check_size(size, "size")  # the model's own rule (the null backend has no model)
         if mode != "full":  # load the detector now: a missing or unloadable file fails before any frame
             from msf.runtime.faces import YuNetDetector
 

@@ -8,6 +8,10 @@ measured without a camera.
 
 Every read records ``t_capture`` (``time.perf_counter()``): when a live frame was grabbed, or
 when a file frame was read; the pipeline measures capture-to-output latency from it.
+
+A file that ends before its container said it would (a truncated or damaged file: decoding
+stops at the first broken part) is told apart from one read to its end: ``Source.shortfall``.
+Streams are opened with a timeout (FFmpeg's own default is 30 s).
 """
 
 from __future__ import annotations
@@ -27,6 +31,32 @@ from msf.paths import IMAGE_EXTS
 from msf.runtime.yuv import i420_planes, plane_view
 
 
+def partial_tolerance(expected: int) -> int:
+    """Frames a file may fall short of its announced count and still count as whole: where the
+    container states no count, OpenCV estimates it from the duration (off by a frame or so)."""
+    return max(1, expected // 100)
+
+
+def expected_frames(path: Path, cap: cv2.VideoCapture) -> int | None:
+    """The frame count the container announces: OpenCV's (the stream's count, or its estimate
+    from the duration), else PyAV's duration × rate; None where neither says."""
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    if count > 0:
+        return count
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            if stream.duration and stream.time_base and stream.average_rate:
+                return round(float(stream.duration * stream.time_base * stream.average_rate)) or None
+    except Exception:  # noqa: BLE001  (no PyAV, or a file only OpenCV reads: no count to check against)
+        return None
+    return None
+
+
 class Source:
     """A sequence of BGR frames. ``read()`` returns the next frame, or None at the end.
 
@@ -42,6 +72,17 @@ class Source:
         self.name, self.fps, self.frame_count = name, fps, frame_count
         self._peeked: np.ndarray | None = None
         self.t_capture = 0.0  # perf_counter() time of the frame ``read`` returned last
+        self.decoded = 0  # frames read so far
+        self.ended = False  # read to its end (not stopped early)
+        self.paths: list[Path] = []  # the files it reads (outputs must not overwrite them)
+
+    def shortfall(self) -> tuple[int, int] | None:
+        """(frames decoded, frames the container announced) when the source ended before its
+        container said it would, else None (also while it has not ended, and for live sources)."""
+        expected = None if self.live else self.frame_count
+        if not self.ended or not expected or expected - self.decoded <= partial_tolerance(expected):
+            return None
+        return self.decoded, expected
 
     def peek(self) -> np.ndarray:
         """The first frame, without consuming it (outputs are sized from it)."""
@@ -56,9 +97,15 @@ class Source:
         if self._peeked is not None:
             frame, self._peeked = self._peeked, None
             self.t_capture = time.perf_counter()
+            self.decoded += 1
             return frame
         self.t_capture = time.perf_counter()
-        return self._read()
+        frame = self._read()
+        if frame is None:
+            self.ended = True
+        else:
+            self.decoded += 1
+        return frame
 
     def _read(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -76,7 +123,7 @@ class VideoFileSource(Source):
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
             raise MsfError(f"cannot open video {path} (not a video, or a codec this OpenCV cannot decode)")
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        count = expected_frames(path, cap)
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
         ok, first = cap.read()
         if not ok or first is None:
@@ -84,6 +131,7 @@ class VideoFileSource(Source):
             raise MsfError(f"cannot decode any frame of {path} (corrupt file or unsupported codec)")
         super().__init__(path.stem, fps if 0 < fps < 1000 else 25.0, count)
         self.path, self.cap, self._peeked = path, cap, first
+        self.paths = [path]
 
     def _read(self) -> np.ndarray | None:
         ok, frame = self.cap.read()
@@ -107,8 +155,9 @@ class VideoFileSource(Source):
             return None
         self.cap.release()
         self._peeked = None
+        self.decoded = 0
 
-        def decoded() -> Iterator[Any]:
+        def decoded_frames() -> Iterator[Any]:
             try:
                 yield from container.decode(stream)
             except av.error.FFmpegError:  # a damaged tail ends the stream, as OpenCV's reader does
@@ -116,14 +165,16 @@ class VideoFileSource(Source):
 
         def frames() -> Iterator[np.ndarray]:
             try:
-                for fr in decoded():
+                for fr in decoded_frames():
                     if fr.format.name != "yuv420p" or (fr.width, fr.height) != (w, h):
                         fr = fr.reformat(w, h, "yuv420p")
                     yuv = np.empty((h * 3 // 2, w), np.uint8)
                     for plane, dst in zip(fr.planes, i420_planes(yuv, h)):
                         dst[:] = plane_view(plane)
                     self.t_capture = time.perf_counter()
+                    self.decoded += 1
                     yield yuv
+                self.ended = True
             finally:
                 container.close()
 
@@ -139,6 +190,7 @@ class ImageFolderSource(Source):
             raise MsfError(f"no images found for {name}")
         super().__init__(name, 25.0, len(files))
         self.files, self.i = files, 0
+        self.paths = list(files)
 
     def _read(self) -> np.ndarray | None:
         while self.i < len(self.files):
@@ -154,15 +206,22 @@ class ImageFolderSource(Source):
 class LiveSource(Source):
     """Webcam or stream: a grabber thread keeps the newest frame; stale frames are dropped.
 
-    ``pace``: release frames at the source's frame rate (a video file played as a live source)."""
+    ``pace``: release frames at the source's frame rate (a video file played as a live source).
+    ``open_timeout``: how long a stream may take to open (default: ``stall_timeout``)."""
 
     live = True
 
-    def __init__(self, target: int | str, name: str, stall_timeout: float = 10.0, pace: bool = False) -> None:
-        cap = cv2.VideoCapture(target)
+    def __init__(self, target: int | str, name: str, stall_timeout: float = 10.0, pace: bool = False,
+                 open_timeout: float | None = None) -> None:
+        open_timeout = stall_timeout if open_timeout is None else open_timeout
+        t0 = time.monotonic()
+        cap = open_capture(target, open_timeout, stall_timeout)
         if not cap.isOpened():
-            what = f"webcam {target}" if isinstance(target, int) else f"stream {target}"
-            raise MsfError(f"cannot open {what}")
+            if isinstance(target, int):
+                raise MsfError(f"cannot open webcam {target}")
+            if "://" in target and time.monotonic() - t0 >= open_timeout * 0.9:
+                raise MsfError(f"cannot open stream {target}: no answer within {open_timeout:g} s (--open-timeout)")
+            raise MsfError(f"cannot open stream {target}")
         fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         super().__init__(name, fps if 0 < fps < 1000 else 30.0, None)
         self.cap, self.stall_timeout, self.pace = cap, stall_timeout, pace
@@ -214,15 +273,27 @@ class LiveSource(Source):
         self.cap.release()
 
 
-def open_source(spec: str, stall_timeout: float = 10.0, live: bool = False) -> Source:
+def open_capture(target: int | str, open_timeout: float, read_timeout: float) -> cv2.VideoCapture:
+    """An OpenCV capture; a URL through FFmpeg with open and read timeouts (its own default,
+    30 s, would ignore --stall-timeout)."""
+    if isinstance(target, str) and "://" in target:
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG, [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(open_timeout * 1000)),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(read_timeout * 1000))])
+    return cv2.VideoCapture(target)
+
+
+def open_source(spec: str, stall_timeout: float = 10.0, live: bool = False,
+                open_timeout: float | None = None) -> Source:
     """A source from a command-line word: webcam index, URL, folder, glob or video file.
 
-    ``live``: play a video file at its frame rate as a live source (latency measurement)."""
+    ``live``: play a video file at its frame rate as a live source (latency measurement).
+    ``open_timeout``: how long a stream may take to open (default: ``stall_timeout``)."""
     if spec.isdigit():
         return LiveSource(int(spec), f"cam{spec}", stall_timeout)
     if "://" in spec:
         name = spec.split("://", 1)[1].split("/", 1)[0].replace(":", "_") or "stream"
-        return LiveSource(spec, name, stall_timeout)
+        return LiveSource(spec, name, stall_timeout, open_timeout=open_timeout)
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
@@ -238,5 +309,7 @@ def open_source(spec: str, stall_timeout: float = 10.0, live: bool = False) -> S
         return ImageFolderSource([path], path.stem)
     if live:
         VideoFileSource(path).close()  # the same checks and one-line errors as a file source
-        return LiveSource(str(path), path.stem, stall_timeout, pace=True)
+        src = LiveSource(str(path), path.stem, stall_timeout, pace=True)
+        src.paths = [path]
+        return src
     return VideoFileSource(path)

@@ -8,13 +8,20 @@ import torch
 from msf.model import MicroSegFormer
 from msf.paths import data_root
 
+# Why a test that needs the face data skips without it (README, "Face data": where it comes from).
+NO_DATA = "face data not found: set MSF_DATA or place it at ../shared/data/faces (README: Face data)"
+
+
+def has_face_data() -> bool:
+    root = data_root()
+    return root is not None and (root / "train" / "images").is_dir()
+
 
 @pytest.fixture(scope="session")
 def faces_root():
-    root = data_root()
-    if root is None or not (root / "train" / "images").is_dir():
-        pytest.skip("face data not found: set MSF_DATA or place it at ../shared/data/faces")
-    return root
+    if not has_face_data():
+        pytest.skip(NO_DATA)
+    return data_root()
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

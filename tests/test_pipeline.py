@@ -218,10 +218,12 @@ def test_null_backend_labels_have_the_shape_and_look_of_a_face():
 
 
 def test_segmenter_backend_null_through_create_backend():
-    seg = Segmenter(backend="null", size=256)
+    seg = Segmenter(backend="null", mode="full", size=256)
     labels = seg.predict(np.zeros((100, 200, 3), np.uint8))
     assert labels.shape == (100, 200) and labels.any()
     assert seg.describe().startswith("null")
+    # the default mode is msf-video's: auto labels nothing on a frame without a face
+    assert not Segmenter(backend="null", size=256).predict(np.zeros((100, 200, 3), np.uint8)).any()
 
 
 def test_label_png_is_lossless_fast_and_the_usual_palette_file(tmp_path):

@@ -255,7 +255,7 @@ def test_size_flag_runs_a_checkpoint_at_that_input_size(clips, tmp_path):
     assert r.returncode == 1 and "fixed at 512² input; export it with msf-export --size 256" in r.stderr
     assert "Traceback" not in r.stderr
     r = video(clips["small"], "--size", "0", "--no-progress")
-    assert r.returncode == 2 and "expected a positive integer" in r.stderr
+    assert r.returncode == 2 and "expected a multiple of 32 from 64 to 1024" in r.stderr
 
 
 def test_unwritable_output_and_bad_model(clips, tmp_path):
@@ -306,7 +306,7 @@ def test_stalled_live_source_times_out(monkeypatch):
         def release(self):
             pass
 
-    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda target: Silent())
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: Silent())
     src = sources.open_source("rtsp://camera.invalid/stream", stall_timeout=0.5)
     t0 = time.time()
     with pytest.raises(MsfError, match="stalled"):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from msf.atomic import atomic_write
-from msf.cli.common import console, int_list, make_parser, positive_int
+from msf.cli.common import console, int_list, int_range, make_parser, model_sizes, positive_int, seconds, threads_int
 from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE, MODEL_EXTS, read_contract, write_json_atomic
 from msf.errors import MsfError, run_cli
 from msf.runtime.backends import BACKENDS, DEPRECATED_BACKENDS
@@ -41,13 +41,13 @@ def build_parser():
                    help="backend(s) to run each model on (repeatable; default auto)")
     p.add_argument("--device", help="onnxruntime provider (cpu/cuda/tensorrt), pytorch device, openvino device")
     p.add_argument("--batch", type=int_list, default=[1], metavar="N[,N...]", help="batch sizes")
-    p.add_argument("--size", type=int_list, metavar="N[,N...]",
+    p.add_argument("--size", type=model_sizes, metavar="N[,N...]",
                    help="input sizes (default: the model's own, for a checkpoint the size it records; "
                         "checkpoints are exported per size)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    p.add_argument("--warmup", type=int_range(0, 10_000), default=5, help="untimed runs first")
     p.add_argument("--iters", type=positive_int, default=30, help="timed runs per configuration")
-    p.add_argument("--duration", type=float, metavar="S", help="time each configuration for S seconds instead")
-    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores)")
+    p.add_argument("--duration", type=seconds, metavar="S", help="time each configuration for S seconds instead")
+    p.add_argument("--threads", type=threads_int, help="inference threads (default: all cores)")
     p.add_argument("--data", metavar="DIR", help="labeled faces: report F-score and agreement with PyTorch fp32")
     p.add_argument("--accuracy-images", type=positive_int, default=20, metavar="N",
                    help="validation faces scored with --data")
@@ -85,8 +85,22 @@ def _check_paths(paths: list[str | None]) -> None:
             raise MsfError(f"model file not found: {path}")
 
 
+def _check_outputs(args) -> None:
+    """Refuse (exit 2, nothing written) a result file that is a model file, its sidecar or --ckpt;
+    refuse batch × size combinations that would not fit in memory."""
+    from msf.cli.guard import Inputs, refuse_overwrite
+    from msf.sizes import check_memory
+
+    inputs = Inputs().add(args.ckpt, *[p for p in args.engine if p], *[f"{p}.json" for p in args.engine if p])
+    refuse_overwrite([(f"--{flag} {f}", Path(f)) for flag in ("json", "csv", "markdown", "plot")
+                      if (f := getattr(args, flag))], inputs)
+    for size in args.size or [DEFAULT_SIZE]:
+        check_memory(max(args.batch), size)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _check_outputs(args)
     _check_paths(args.engine)
     if args.degrade and not args.data:
         raise MsfError("--degrade scores labeled faces: pass --data DIR too")

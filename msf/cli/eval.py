@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from msf.cli.common import console, int_list, make_parser, positive_int
-from msf.contract import write_json_atomic
+from msf.cli.common import console, make_parser, model_sizes, positive_int
+from msf.contract import DEFAULT_SIZE, write_json_atomic
 from msf.errors import MsfError, run_cli
+from msf.sizes import SIZE_RULE, check_memory
 
 EPILOG = """\
 examples:
@@ -30,10 +31,11 @@ def build_parser():
                         "(default: $MSF_DATA)")
     p.add_argument("--split", choices=["all", "val", "train"], default="all",
                    help="val/train = the checkpoint's own held-out names (stored at training time)")
-    p.add_argument("--size", type=int_list, metavar="N[,N...]",
-                   help="model input size(s) (default: the size the checkpoint records, 384 for the shipped "
-                        "weights); predictions are scored at the label resolution")
-    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--size", type=model_sizes, metavar="N[,N...]",
+                   help=f"model input size(s), each {SIZE_RULE} (default: the size the checkpoint records, 384 for the "
+                        "shipped weights); predictions are scored at the label resolution")
+    p.add_argument("--batch", type=positive_int, default=8,
+                   help="images inferred together (refused when batch × size² would not fit in memory)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="inference precision")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
@@ -42,7 +44,7 @@ def build_parser():
     p.add_argument("--json", metavar="FILE", help="write all numbers as JSON")
     p.add_argument("--figure", metavar="OUT.png",
                    help="write a figure: image | ground truth | prediction for the first images (needs matplotlib)")
-    p.add_argument("--figure-count", type=int, default=4, metavar="N", help="rows in --figure")
+    p.add_argument("--figure-count", type=positive_int, default=4, metavar="N", help="rows in --figure")
     p.add_argument("--per-class", action=argparse.BooleanOptionalAction, default=True,
                    help="print the per-class table")
     p.add_argument("--degrade", nargs="?", const="all", metavar="NAMES",
@@ -90,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = list_samples(root, require_masks=False)
     labeled = all(s.mask is not None or s.official_root is not None for s in samples)
     samples = _select(samples, args.split, meta)[: args.limit]
+    check_memory(min(args.batch, len(samples)), max(args.size) if args.size else DEFAULT_SIZE)
     masks_dir = Path(args.save_masks) if args.save_masks else None
     over_dir = Path(args.save_overlays) if args.save_overlays else None
+    _check_outputs(args, samples, masks_dir, over_dir)
     for d in (masks_dir, over_dir):
         if d is not None:
             try:
@@ -171,6 +175,25 @@ def _robustness(model, pairs, results, args, device) -> dict[str, list[dict]]:
         plot_robustness(out, args.degrade_plot, f"{args.ckpt or 'shipped weights'} ({args.split}, {len(pairs)} faces)")
         print(f"wrote {args.degrade_plot}", file=sys.stderr)
     return out
+
+
+def _check_outputs(args, samples, masks_dir: Path | None, over_dir: Path | None) -> None:
+    """Refuse (exit 2, nothing written) outputs that are inputs: a mask or overlay named like an
+    image or ground-truth mask in its own folder, a --json or --figure onto any input; fail
+    before scoring when their folders are not writable."""
+    from msf.cli.guard import Inputs, check_writable, refuse_overwrite
+    from msf.paths import WEIGHTS_PATH
+
+    inputs = Inputs().add(args.ckpt or WEIGHTS_PATH, *[p for s in samples for p in (s.image, s.mask)])
+    named = []
+    for flag, folder, ext in (("--save-masks", masks_dir, ".png"), ("--save-overlays", over_dir, ".jpg")):
+        if folder is not None:
+            named += [(f"{flag} {folder}", folder / f"{s.name}{ext}") for s in samples]
+    named += [(f"{flag} {f}", Path(f)) for flag, f in (("--json", args.json), ("--figure", args.figure)) if f]
+    refuse_overwrite(named, inputs)
+    for f in (args.json, args.figure):
+        if f:
+            check_writable(Path(f).parent)
 
 
 def _figure(model, samples, pairs, args, device) -> None:

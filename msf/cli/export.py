@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from msf.cli.common import console, make_parser, positive_int
+from msf.cli.common import console, int_range, make_parser, model_size, positive_int
 from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError, run_cli
+from msf.sizes import SIZE_RULE, check_memory
 
 EPILOG = """\
 examples:
@@ -47,11 +49,13 @@ def build_parser():
     p.add_argument("--head", choices=["logits", "labels"], default="logits",
                    help="output: float logits N×19×H×W, or uint8 class ids N×H×W")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    p.add_argument("--batch", default="dynamic", metavar="{dynamic,N}", help="batch dimension")
-    p.add_argument("--size", metavar="{N,dynamic}",
-                   help="square input size (default: the size the checkpoint records, 384 for the shipped "
-                        f"weights; {DEFAULT_SIZE} for checkpoints that record none), or dynamic")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 17; 23 with the Attention core)")
+    p.add_argument("--batch", type=_or_dynamic(positive_int), default="dynamic", metavar="{dynamic,N}",
+                   help="batch dimension")
+    p.add_argument("--size", type=_or_dynamic(model_size), metavar="{N,dynamic}",
+                   help=f"square input size: {SIZE_RULE}, or dynamic (default: the size the checkpoint records, "
+                        f"384 for the shipped weights; {DEFAULT_SIZE} for checkpoints that record none)")
+    p.add_argument("--opset", type=int_range(17, 23), help="ONNX opset, 17 to 23 (default 17; 23 with the "
+                                                           "Attention core)")
     p.add_argument("--data", metavar="DIR", help="labeled faces for verification (validation split) and INT8 "
                                                  "calibration (training split) (default: $MSF_DATA)")
     p.add_argument("--verify-images", type=positive_int, default=8, metavar="N",
@@ -62,24 +66,55 @@ def build_parser():
     p.add_argument("--tensorrt", action="store_true", help="also build OUT.engine with TensorRT")
     p.add_argument("--profile", metavar="MIN,OPT,MAX", help="TensorRT optimisation profile batch sizes")
     p.add_argument("--profile-size", metavar="MIN,OPT,MAX", help="profile sizes for a --size dynamic graph")
-    p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="TensorRT workspace limit")
-    p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="{0..5}",
+    p.add_argument("--workspace", type=positive_int, default=1024, metavar="MB", help="TensorRT workspace limit")
+    p.add_argument("--opt-level", type=int_range(0, 5), default=3, metavar="{0..5}",
                    help="TensorRT builder optimisation level")
     p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse and update")
     p.add_argument("--json", metavar="FILE", help="write the export summary as JSON")
     return p
 
 
-def _int_or_dynamic(text: str, flag: str):
-    if text == "dynamic":
-        return None
-    try:
-        v = int(text)
-    except ValueError:
-        raise MsfError(f"{flag} takes 'dynamic' or a positive integer, not {text!r}") from None
-    if v <= 0:
-        raise MsfError(f"{flag} must be positive, not {v}")
-    return v
+def _or_dynamic(parse):
+    """An argparse type: ``dynamic`` (kept as the word) or what ``parse`` accepts."""
+    def parse_or_dynamic(text: str):
+        if text == "dynamic":
+            return text
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (or 'dynamic')") from None
+
+    parse_or_dynamic.numeric = True  # type: ignore[attr-defined]
+    return parse_or_dynamic
+
+
+def _dim(value: int | str) -> int | None:
+    """A graph dimension from ``_or_dynamic``: None for dynamic."""
+    return None if value == "dynamic" else value
+
+
+def _check_outputs(args) -> None:
+    """Refuse (exit 2, nothing written) an output that is an input: the checkpoint, the file to
+    verify, a face image or mask of the data folder."""
+    from msf.cli.guard import Inputs, check_writable, refuse_overwrite
+    from msf.paths import IMAGE_EXTS, WEIGHTS_PATH, data_root
+
+    inputs = Inputs().add(args.ckpt or WEIGHTS_PATH, args.verify)
+    root = Path(args.data) if args.data else data_root()
+    for split in ((root, root / "train") if root else ()):
+        inputs.add_folder(split / "images", lambda n: n.lower().endswith(IMAGE_EXTS))
+        inputs.add_folder(split / "masks", lambda n: n.lower().endswith(".png"))
+    out = Path(args.output)
+    named = [(f"-o {args.output}", out), (f"-o {args.output} (its sidecar)", Path(f"{out}.json"))]
+    if args.tensorrt:
+        engine = out.with_suffix(".engine")
+        named += [(f"-o {args.output} (its engine)", engine), (f"-o {args.output} (its engine)",
+                                                                Path(f"{engine}.json"))]
+    if args.json:
+        named.append((f"--json {args.json}", Path(args.json)))
+    refuse_overwrite(named, inputs)
+    if args.json:
+        check_writable(Path(args.json).parent)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         if not report.ok:
             raise MsfError(f"verification failed: {'; '.join(report.failures)}")
         return 0
+    _check_outputs(args)
+
+    batch = _dim(args.batch)
+    size = _dim(args.size) if args.size is not None else recommended_size(args.ckpt)
+    check_memory(batch or 1, size or DEFAULT_SIZE)  # verification runs batches of the graph's batch
     spec = ExportSpec(attention=args.attention, target=args.target, core=args.core,
-                      ends=GraphEnds(args.io, args.color, args.head),
-                      batch=_int_or_dynamic(args.batch, "--batch"),
-                      size=_int_or_dynamic(args.size, "--size") if args.size else recommended_size(args.ckpt),
-                      opset=args.opset)
+                      ends=GraphEnds(args.io, args.color, args.head), batch=batch, size=size, opset=args.opset)
     opts = ExportOptions(out=Path(args.output), spec=spec, precision=args.precision, ckpt=args.ckpt,
                          data=args.data, verify=not args.no_verify, verify_images=args.verify_images,
                          calib_images=args.calib_images, tensorrt=args.tensorrt, profile_batch=args.profile,

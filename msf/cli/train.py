@@ -8,9 +8,10 @@ import sys
 
 import yaml
 
-from msf.cli.common import console, make_parser
+from msf.cli.common import console, float_range, int_range, make_parser, model_size, positive_int
 from msf.config import PRESETS, config_from_dict, load_config_file, merge, parse_phases
 from msf.errors import MsfError, run_cli
+from msf.sizes import SIZE_RULE
 
 EPILOG = """\
 examples:
@@ -43,21 +44,22 @@ def build_parser():
                    "SIZE/CROP trains on random CROP² windows of SIZE² images, SIZE+S2+S3 resizes each "
                    "batch to one of the sizes (multi-scale; repeat a size to draw it more often); "
                    "validation runs at SIZE")
-    p.add_argument("--epochs", type=int, help="single phase: number of epochs")
-    p.add_argument("--size", type=int, help="single phase: square input size")
-    p.add_argument("--batch", type=int, help="single phase: global batch size")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup", type=float, dest="warmup_epochs", help="warm-up epochs")
-    p.add_argument("--patience", type=int, help="early stop after N epochs without a better val F-score")
+    p.add_argument("--epochs", type=int_range(1, 100_000), help="single phase: number of epochs")
+    p.add_argument("--size", type=model_size, help=f"single phase: square input size, {SIZE_RULE}")
+    p.add_argument("--batch", type=int_range(1, 100_000), help="single phase: global batch size")
+    p.add_argument("--lr", type=float_range(0.0, 10.0, lo_open=True), help="peak learning rate")
+    p.add_argument("--weight-decay", type=float_range(0.0, 10.0))
+    p.add_argument("--warmup", type=float_range(0.0, 100_000.0), dest="warmup_epochs", help="warm-up epochs")
+    p.add_argument("--patience", type=positive_int, help="early stop after N epochs without a better val F-score")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision")
-    p.add_argument("--seed", type=int, help="seed for the split, initialisation and augmentation")
-    p.add_argument("--val-count", type=int, help="images held out for validation (CE7454 layout)")
+    p.add_argument("--seed", type=int_range(0, 2**31 - 1), help="seed for the split, initialisation and augmentation")
+    p.add_argument("--val-count", type=positive_int, help="images held out for validation (CE7454 layout)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int_range(0, 256), help="DataLoader worker processes")
     p.add_argument("--lmsa", action="store_true", help="train the LMSA variant")
-    p.add_argument("--max-minutes", type=float, help="stop (saving last.pt) after this wall time")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    p.add_argument("--max-minutes", type=float_range(0.0, 10**7, lo_open=True),
+                   help="stop (saving last.pt) after this wall time")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, dotted, YAML value (e.g. aug.rotate=10)")
     p.add_argument("--resume", metavar="CKPT", help="resume from an msf-train checkpoint (last.pt)")
@@ -108,6 +110,9 @@ def resolve_config(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, path in (("--init", args.init), ("--resume", args.resume)):  # before the data is read
+        if path and not os.path.isfile(path):
+            raise MsfError(f"checkpoint not found: {path} ({flag})")
     cfg = config_from_dict(resolve_config(args))
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

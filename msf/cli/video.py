@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
-from msf.cli.common import console, make_parser, positive_int, unit_float
-from msf.errors import MsfError, run_cli
+from msf.cli.common import (
+    console,
+    float_range,
+    int_range,
+    make_parser,
+    model_size,
+    positive_int,
+    seconds,
+    threads_int,
+    unit_float,
+)
+from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE
+from msf.errors import EXIT_PARTIAL, MsfError, run_cli
+from msf.sizes import SIZE_RULE, check_memory
 
 EPILOG = """\
 examples:
@@ -25,6 +38,10 @@ File sources are processed frame by frame in order (the output has the input's f
 with deep queues for throughput; live sources use shallow queues and drop stale frames to keep
 latency bounded, and report how many. The backend warms up before timing starts (reported as
 warm-up). Ctrl-C finishes the output file (playable) and writes the stats.
+
+A file that ends before its container said it would (truncated or damaged) is still written out
+(playable), with a warning naming frames decoded against expected, and exit code 3 unless
+--allow-partial. No output may be one of the inputs (exit 2, nothing written).
 """
 
 
@@ -37,34 +54,36 @@ PRESET_HELP = ("libx264 preset, fastest first: %(choices)s (default: %(default)s
 def build_parser():
     from msf.runtime.backends import BACKENDS, DEPRECATED_BACKENDS
     from msf.runtime.faces import DETECT_SIZE, SCAN_EVERY, SCORE_THRESHOLD
+    from msf.runtime.segmenter import DEFAULT_MODE, MODES
     from msf.runtime.sinks import DEFAULT_PRESET, X264_PRESETS
 
     p = make_parser("msf-video", "Face parsing of video files, webcams, streams and image folders.", EPILOG)
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="video file, webcam index, rtsp:// or http:// URL, image folder or glob")
     p.add_argument("--model", metavar="PATH", help="checkpoint (.pt/.pth), .onnx or .engine; default: shipped weights")
-    p.add_argument("--size", type=positive_int, metavar="N",
-                   help="model input size N² for a checkpoint (default: the size the checkpoint records, "
-                        "384 for the shipped weights; an .onnx or .engine file keeps the size it was exported at)")
+    p.add_argument("--size", type=model_size, metavar="N",
+                   help=f"model input size N² for a checkpoint, {SIZE_RULE} (default: the size the checkpoint "
+                        "records, 384 for the shipped weights; an .onnx or .engine file keeps the size it was "
+                        "exported at)")
     p.add_argument("--backend", choices=BACKENDS + tuple(DEPRECATED_BACKENDS), default="auto",
                    help="inference backend; null: no inference, fixed labels (measures the pipeline itself)")
     p.add_argument("--device", help="onnxruntime: cpu/cuda/tensorrt provider; pytorch: cpu/cuda; openvino: CPU/GPU")
-    p.add_argument("--threads", type=int, help="inference threads (default: all cores; spinning off)")
+    p.add_argument("--threads", type=threads_int, help="inference threads (default: all cores; spinning off)")
     p.add_argument("--spinning", action="store_true", help="let ONNX Runtime workers spin (faster alone, "
                                                            "starves decode/encode on few cores)")
     p.add_argument("--fp16", action="store_true", help="pytorch backend on CUDA: run in fp16")
     p.add_argument("--cuda-graphs", action="store_true", help="pytorch backend on CUDA: replay CUDA graphs")
-    p.add_argument("--smooth", type=float, default=0.0, metavar="A",
+    p.add_argument("--smooth", type=float_range(0.0, 1.0, hi_open=True), default=0.0, metavar="A",
                    help="temporal smoothing of class probabilities, p = A·p_prev + (1-A)·p_now: over the whole "
                         "frame in full mode, per tracked face in its aligned crop in face mode (a new face starts "
                         "fresh); auto mode smooths whichever of the two the frame used")
-    p.add_argument("--mode", choices=["auto", "full", "face"], default="auto",
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="auto: face mode, but a frame that already is a face close-up like the "
                         "training images (a face whose aligned crop covers the frame, IoU >= 0.5) is parsed "
                         "whole; no face found = nothing labelled. full: whole frame letterboxed to a square. "
                         "face: each face found by the YuNet detector aligned like the training images, parsed "
                         "and pasted back")
-    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+    p.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
                    help="face/auto mode: run the face detector on every N-th frame, track in between")
     p.add_argument("--scan-every", type=positive_int, default=SCAN_EVERY, metavar="N",
                    help="face/auto mode: tracked faces are re-detected in their own aligned square on every "
@@ -76,12 +95,14 @@ def build_parser():
     p.add_argument("--keep-islands", action="store_true",
                    help="face/auto mode: keep labelled regions of a face's crop that touch none of its core "
                         "parts (by default they are dropped: blobs on seats, windows and walls)")
-    p.add_argument("--detect-size", type=positive_int, default=DETECT_SIZE, metavar="PX",
+    p.add_argument("--detect-size", type=int_range(32, 4096), default=DETECT_SIZE, metavar="PX",
                    help="face/auto mode: long side of the downscaled frame the detector sees (larger finds "
                         "smaller faces, costs more)")
-    p.add_argument("--detect-score", type=float, default=SCORE_THRESHOLD, metavar="S",
-                   help="face/auto mode: detector score threshold in (0, 1)")
-    p.add_argument("--batch", type=positive_int, default=4, help="most frames inferred together")
+    p.add_argument("--detect-score", type=float_range(0.0, 1.0, lo_open=True, hi_open=True,
+                                                      what="a number between 0 and 1 (both excluded)"),
+                   default=SCORE_THRESHOLD, metavar="S", help="face/auto mode: detector score threshold in (0, 1)")
+    p.add_argument("--batch", type=positive_int, default=4,
+                   help="most frames inferred together (refused when batch × size² would not fit in memory)")
     p.add_argument("-o", "--output", metavar="OUT", help="output video (a folder with several sources)")
     p.add_argument("--show", action="store_true", help="show a live window (q or Esc quits)")
     p.add_argument("--save-masks", metavar="DIR", help="write <source>_<frame:06d>.png label maps")
@@ -99,53 +120,89 @@ def build_parser():
                    help="play video files at their frame rate as live sources (shallow queues, stale frames "
                         "dropped): measures capture-to-output latency as a camera would see it")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop each source after N frames")
-    p.add_argument("--stall-timeout", type=float, default=10.0, metavar="S", help="give up on a silent live source")
+    p.add_argument("--stall-timeout", type=seconds, default=10.0, metavar="S", help="give up on a silent live source")
+    p.add_argument("--open-timeout", type=seconds, metavar="S",
+                   help="give up on an rtsp:// or http:// stream that does not open within S seconds "
+                        "(default: --stall-timeout)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="a video file that ends before its container said it would (truncated or damaged) "
+                        "exits 0 instead of 3 (the warning stays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _outputs(args, sources) -> list[Path | None]:
+def _outputs(args, sources) -> tuple[list[Path | None], Path | None]:
+    """Each source's output video (None: no video) and the folder to create for them (with -o
+    naming a folder), planned without writing anything."""
     if args.output is None:
         if args.show or args.save_masks:
-            return [None] * len(sources)
-        return [Path(f"{s.name}_msf.mp4") for s in sources]
+            return [None] * len(sources), None
+        return [Path(f"{s.name}_msf.mp4") for s in sources], None
     out = Path(args.output)
     if len(sources) == 1 and out.suffix:
-        return [out]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MsfError(f"cannot create output folder {out}: {exc.strerror}") from None
+        return [out], None
     names = [s.name for s in sources]
-    return [out / (f"{n}.mp4" if names.count(n) == 1 else f"{n}_{i}.mp4") for i, n in enumerate(names)]
+    return [out / (f"{n}.mp4" if names.count(n) == 1 else f"{n}_{i}.mp4") for i, n in enumerate(names)], out
+
+
+def _check_outputs(args, sources, videos: list[Path | None]) -> None:
+    """Refuse (exit 2, before anything is written) any output that is one of the inputs: a video
+    file or image, or the model and its sidecar."""
+    from msf.cli.guard import Inputs, refuse_overwrite, refuse_overwrite_in_folder
+
+    inputs = Inputs().add(*[p for s in sources for p in s.paths])
+    if args.model:
+        inputs.add(args.model, f"{args.model}.json")
+    named = [(f"-o {args.output}" if args.output else "the default output", v) for v in videos if v is not None]
+    if args.stats:
+        named.append((f"--stats {args.stats}", Path(args.stats)))
+    refuse_overwrite(named, inputs)
+    if args.save_masks:
+        for s in sources:
+            refuse_overwrite_in_folder(f"--save-masks {args.save_masks}", args.save_masks,
+                                       rf"{re.escape(s.name)}_\d{{6}}\.png", inputs)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # FFmpeg's own lines (decoder errors on a damaged file, stream timeouts) would bury our one-line
+    # errors and warnings: OpenCV reads this when it opens its first capture.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
     from tqdm import tqdm
 
     # OpenCV's own warnings (V4L2 probing, FFmpeg demuxer chatter) would bury our one-line errors.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
+    from msf.cli.guard import check_writable
     from msf.runtime.pipeline import Job, PipelineConfig, live_config, run_pipeline
-    from msf.runtime.render import RenderOptions
+    from msf.runtime.render import RenderOptions, output_size
     from msf.runtime.segmenter import Segmenter
     from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
     from msf.runtime.sources import open_source
     from msf.runtime.stats import PipelineStats
 
+    if args.model is None or Path(args.model).suffix.lower() in CHECKPOINT_EXTS:
+        check_memory(args.batch, args.size or DEFAULT_SIZE)  # before anything is exported or loaded
     if args.stats:
-        parent = Path(args.stats).parent
-        if not parent.is_dir():
-            raise MsfError(f"stats folder does not exist: {parent}")
+        check_writable(Path(args.stats).parent, "stats folder")
     sources = []
     jobs: list[Job] = []
     window = None
     interrupted = False
     stats = PipelineStats()
     try:
-        sources = [open_source(s, args.stall_timeout, live=args.live) for s in args.sources]
+        sources = [open_source(s, args.stall_timeout, live=args.live, open_timeout=args.open_timeout)
+                   for s in args.sources]
+        videos, out_dir = _outputs(args, sources)
+        _check_outputs(args, sources, videos)
+        if out_dir is not None:
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MsfError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+        for folder in {v.parent for v in videos if v is not None}:
+            check_writable(folder)
         seg = Segmenter(args.model, args.backend, args.mode, device=args.device,
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
                         smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
@@ -154,18 +211,18 @@ def main(argv: list[str] | None = None) -> int:
                         size=args.size)
         if args.size and seg.size != args.size:
             raise MsfError(f"{args.model} is fixed at {seg.size}² input; export it with msf-export --size "
-                           f"{args.size}, or pass a checkpoint")
-        for src, out in zip(sources, _outputs(args, sources)):
+                             f"{args.size}, or pass a checkpoint")
+        check_memory(args.batch, seg.size)
+        render = RenderOptions(args.alpha, args.legend, not args.no_hud, args.side_by_side)
+        for src, out in zip(sources, videos):
             h, w = src.peek().shape[:2]
-            width = 2 * w if args.side_by_side else w
-            video = (VideoSink(out, src.fps, (width, h), "mp4v" if args.codec == "mp4v" else "h264",
+            video = (VideoSink(out, src.fps, output_size(h, w, render), "mp4v" if args.codec == "mp4v" else "h264",
                                args.encoder_preset, live=src.live, hardware=args.codec == "h264")
                      if out else None)
             masks = MaskSink(args.save_masks, src.name) if args.save_masks else None
             jobs.append(Job(src, video, masks))
         window = WindowSink() if args.show else None
-        opts = dict(render=RenderOptions(args.alpha, args.legend, not args.no_hud, args.side_by_side),
-                    window=window, max_frames=args.max_frames)
+        opts = dict(render=render, window=window, max_frames=args.max_frames)
         if any(s.live for s in sources):  # latency: shallow queues, one frame per source per batch
             cfg = live_config(len(sources), args.batch, **opts)
         else:  # throughput: deep queues, full batches
@@ -189,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         if window is not None:
             window.close()
     summary = stats.summary()
+    short = [j.source.shortfall() for j in jobs]
     summary.update(backend=seg.describe(), mode=args.mode, size=seg.size, sizes=seg.sizes,
                    sources=[{"source": a, "frames_in": j.source.frame_count, "frames_out": j.written,
+                             "frames_decoded": j.source.decoded, "partial": sf is not None,
                              "output": str(j.video.path) if j.video and j.written else None,
                              "codec": j.video.codec if j.video else None, "dropped": j.source.dropped}
-                            for a, j in zip(args.sources, jobs)],
+                            for a, j, sf in zip(args.sources, jobs, short)],
                    interrupted=interrupted)
     if args.stats:
         from msf.contract import write_json_atomic
@@ -203,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         print("msf-video: interrupted; outputs finalised", file=sys.stderr)
         return 130
-    return 0
+    partial = [(a, j, sf) for a, j, sf in zip(args.sources, jobs, short) if sf is not None]
+    for a, j, (got, expected) in partial:
+        kept = f"{j.video.path} holds them" if j.video and j.written else "its outputs hold them"
+        print(f"msf-video: warning: {a} ended after {got} of the {expected} frames its container announces "
+              f"(truncated or damaged file); {kept}" + ("" if args.allow_partial else
+                                                        f"; exit {EXIT_PARTIAL} (--allow-partial: exit 0)"),
+              file=sys.stderr)
+    return EXIT_PARTIAL if partial and not args.allow_partial else 0
 
 
 def _print_summary(summary: dict) -> None:
