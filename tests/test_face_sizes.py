@@ -36,7 +36,7 @@ def test_recommended_size_is_the_recorded_one(tmp_path):
 
 
 def test_shipped_weights_record_their_size(shipped_model):
-    assert recommended_size() in (256, 320, 384, 448, 512)
+    assert recommended_size() == 384
 
 
 def test_drop_islands_keeps_what_touches_the_face():
