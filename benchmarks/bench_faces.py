@@ -236,8 +236,8 @@ def end_to_end(footage: list[dict], frames: int, threads: int, batch: int, modes
 CONFIGS: dict[str, dict] = {
     "512², one size, islands kept (previous defaults)": {"size": 512, "matched_sizes": False, "drop_islands": False},
     "384², one size, islands kept": {"size": 384, "matched_sizes": False, "drop_islands": False},
-    "384², one size, islands dropped": {"size": 384, "matched_sizes": False},
-    "384² + 256² for small faces, islands dropped (defaults)": {},
+    "384², one size, islands dropped (defaults)": {},
+    "384² + 256² for small faces (--matched-size), islands dropped": {"matched_sizes": True},
 }
 # The footages: the validation faces as a 720p camera sees them at a desk (200-520 px), and small
 # faces in compressed footage (64-240 px, JPEG quality 50 per frame: a phone clip, a video call).

@@ -33,8 +33,9 @@ DEFAULT_MODE = "auto"  # msf-video's --mode default too
 AUTO_FULL_IOU = 0.5
 # Face-matched input sizes (face and auto modes, checkpoints only): a face whose square is at most
 # MAX_SIDE frame pixels is parsed at SIZE² when SIZE is below the Segmenter's size; larger faces
-# at the Segmenter's size. Chosen by measurement (msf-eval --degrade: F of the shipped weights on
-# faces shrunk to 64-256 px, at 256² and 384² input; see the model card).
+# at the Segmenter's size. Off by default: measured with msf-eval --degrade (model card), the
+# shipped weights score 0.013-0.025 lower at 256² than at 384² on faces shrunk to 64-192 px, for
+# about half the inference cost.
 FACE_SIZE_RULE: tuple[tuple[int, int], ...] = ((192, 256),)
 
 
@@ -61,7 +62,7 @@ class Segmenter:
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int | None = None, smooth: float = 0.0, cuda_graphs: bool = False,
                  detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
-                 scan_every: int = SCAN_EVERY, matched_sizes: bool = True, drop_islands: bool = True) -> None:
+                 scan_every: int = SCAN_EVERY, matched_sizes: bool = False, drop_islands: bool = True) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:

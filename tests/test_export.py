@@ -181,12 +181,12 @@ def test_cli_export_writes_verified_onnx_and_sidecar(tmp_path, faces_root, shipp
     assert "PASS" in r.stdout and "opset / nodes" in r.stdout
     side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["input"] == {"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "bgr", "scale": 1.0,
-                             "size": 512, "batch": None}
+                             "size": 384, "batch": None}
     assert side["output"]["kind"] == "labels" and side["format"] == "onnx" and len(side["labels"]) == 19
     assert side["versions"]["onnxruntime"] and len(side["checkpoint_sha256"]) == 64
     assert side["verification"]["agreement"] >= 0.999
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert sess.get_outputs()[0].shape == ["batch", 512, 512]
+    assert sess.get_outputs()[0].shape == ["batch", 384, 384]
     v = run_cli("--verify", out, "--data", faces_root, "--verify-images", "2")
     assert v.returncode == 0 and "PASS" in v.stdout
 

@@ -95,7 +95,7 @@ def exporter(tmp_path_factory, faces_root, shipped_model):
 def faces(face_pairs):
     """Three real faces as BGR frames, and the PyTorch fp32 training graph's labels for them."""
     frames = [rgb_to_bgr(img) for img, _ in face_pairs[:3]]
-    ref = Segmenter(None, "pytorch-reference").predict_batch(frames)
+    ref = Segmenter(None, "pytorch-reference", size=512).predict_batch(frames)  # the matrix exports 512²
     return frames, ref
 
 

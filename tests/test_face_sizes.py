@@ -59,7 +59,8 @@ def test_drop_islands_keeps_what_touches_the_face():
 
 def test_segmenter_sizes_faces_by_their_pixels():
     side, small = FACE_SIZE_RULE[0]
-    seg = Segmenter(backend="null", mode="face", size=384)
+    seg = Segmenter(backend="null", mode="face", size=384, matched_sizes=True)
+    assert Segmenter(backend="null", mode="face", size=384).sizes == [384]  # off by default
     assert seg.sizes == sorted({small, 384})
     assert seg.size_for(Placement(0, 0, side)) == small and seg.size_for(Placement(0, 0, side + 1)) == 384
     frame = np.zeros((720, 1280, 3), np.uint8)
@@ -72,7 +73,7 @@ def test_segmenter_sizes_faces_by_their_pixels():
     # one size only: full mode, the option off, a size already at or below the smallest rule
     assert Segmenter(backend="null", mode="full", size=384).sizes == [384]
     assert Segmenter(backend="null", mode="face", size=384, matched_sizes=False).sizes == [384]
-    assert Segmenter(backend="null", mode="face", size=small).sizes == [small]
+    assert Segmenter(backend="null", mode="face", size=small, matched_sizes=True).sizes == [small]
     seg.single_size()
     assert seg.sizes == [384] and seg.size_for(Placement(0, 0, 10)) == 384
 
@@ -82,7 +83,7 @@ def test_segmenter_matched_sizes_batch_per_size_and_smooth_in_crop_order(tmp_pat
     ckpt = tmp_path / "m.pt"
     torch.save({"model_state_dict": MicroSegFormer().state_dict(), "input_size": 128}, ckpt)
     rule_small = 64
-    seg = Segmenter(ckpt, "pytorch", mode="face", size=128, smooth=0.5, drop_islands=False)
+    seg = Segmenter(ckpt, "pytorch", mode="face", size=128, smooth=0.5, drop_islands=False, matched_sizes=True)
     seg.size_rule = ((100, rule_small),)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (300, 400, 3), np.uint8)
