@@ -249,7 +249,8 @@ def test_size_flag_runs_a_checkpoint_at_that_input_size(clips, tmp_path):
     assert np.bincount(labels.ravel(), minlength=19)[1] > 0.05 * labels.size  # skin on a real face
     onnx = tmp_path / "m512.onnx"
     e = subprocess.run([sys.executable, "-m", "msf.cli.export", "-o", onnx, "--io", "uint8", "--color", "bgr",
-                        "--head", "labels", "--verify-images", "1"], capture_output=True, text=True, timeout=600)
+                        "--head", "labels", "--size", "512", "--verify-images", "1"],
+                       capture_output=True, text=True, timeout=600)
     assert e.returncode == 0, e.stderr
     r = video(clips["small"], "--model", onnx, "--size", "256", "--no-progress")
     assert r.returncode == 1 and "fixed at 512² input; export it with msf-export --size 256" in r.stderr
