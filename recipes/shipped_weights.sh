@@ -28,7 +28,7 @@ msf-train --preset cpu --seed 42 --init "$out/stage3/best.pt" \
 msf-train --preset cpu --seed 42 --init "$out/stage4/best.pt" \
   --phases 8x512+512+256+384@8 --lr 8e-5 --warmup 0.3 --set min_lr=1e-6 --patience 100 --out "$out/stage5"
 
-# Stage 6: robustness fine-tune (preset robust, ~50 min): 14 epochs, each batch at 384² (half),
+# Stage 6: robustness fine-tune (preset robust, ~70 min on 2 shared cores): 14 epochs, each batch at 384² (half),
 # 256² or 512²; 80 % of the images degraded (shrunk to a 40-320 px face, blur, noise, low light,
 # JPEG or H.264) and shifted/scaled like a face detector's crop; validated at 384². Best: epoch 11.
 msf-train --preset robust --seed 42 --init "$out/stage5/best.pt" --out "$out/stage6"
