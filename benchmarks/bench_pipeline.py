@@ -118,22 +118,20 @@ def run_clips(seg: Segmenter, clips: list[Path], sink: str, tmp: Path, batch: in
     jobs = []
     for k, src in enumerate(sources):
         h, w = src.peek().shape[:2]
-        video = masks = None
         if sink.startswith("h264-"):
-            video = VideoSink(out_dir / f"o{k}.mp4", src.fps, (w, h), "h264", sink[5:], live=live, hardware=False)
+            out = VideoSink(out_dir / f"o{k}.mp4", src.fps, (w, h), "h264", sink[5:], live=live, hardware=False)
         elif sink == "mp4v":
-            video = VideoSink(out_dir / f"o{k}.mp4", src.fps, (w, h), "mp4v")
-        elif sink == "masks":
-            masks = MaskSink(out_dir / "m", f"s{k}")
-        jobs.append(Job(src, video, masks))
+            out = VideoSink(out_dir / f"o{k}.mp4", src.fps, (w, h), "mp4v")
+        else:
+            out = MaskSink(out_dir / "m", f"s{k}")
+        jobs.append(Job(src, [out]))
     stats = PipelineStats()
     try:
         cfg = live_config(len(clips), batch) if live else PipelineConfig(batch=batch)
         run_pipeline(seg, jobs, cfg, stats)
     finally:
         for job in jobs:
-            if job.video is not None:
-                job.video.close()
+            job.sinks[0].close()
         for src in sources:
             src.close()
     s = stats.summary()
@@ -143,7 +141,7 @@ def run_clips(seg: Segmenter, clips: list[Path], sink: str, tmp: Path, batch: in
                   "cpu_ms_per_frame": v.get("cpu_ms_per_frame")} for k, v in s["stages"].items()}
     return {"fps": s["fps"], "frames": s["frames"], "dropped": s["dropped"], "warmup_ms": s["warmup_ms"],
             "process_cpu_ms_per_frame": s["process_cpu_ms_per_frame"], "mean_batch": s["mean_batch"],
-            "output_bytes": size, "codec": jobs[0].video.codec if jobs[0].video else sink, "stages": stages}
+            "output_bytes": size, "codec": getattr(jobs[0].sinks[0], "codec", sink), "stages": stages}
 
 
 def x264_alone(frames: list[np.ndarray], preset: str, tmp: Path, fps: int = 25) -> dict[str, Any]:
@@ -267,16 +265,16 @@ def gpu_pipeline_check(frames: int = 240, size: tuple[int, int] = (1280, 720), b
             out_dir = Path(tempfile.mkdtemp(dir=tmp))
             src = open_source(str(clip))
             h, w = src.peek().shape[:2]
-            job = Job(src, VideoSink(out_dir / "o.mp4", src.fps, (w, h)))
+            job = Job(src, [VideoSink(out_dir / "o.mp4", src.fps, (w, h))])
             stats = PipelineStats()
             try:
                 run_pipeline(seg, [job], PipelineConfig(batch=batch, device_frames=device_frames), stats)
             finally:
-                job.video.close()
+                job.sinks[0].close()
                 src.close()
             sm = stats.summary()
             out[label] = {"fps": sm["fps"], "frames": sm["frames"], "warmup_ms": sm["warmup_ms"],
-                          "codec": job.video.codec, "mean_batch": sm["mean_batch"],
+                          "codec": job.sinks[0].codec, "mean_batch": sm["mean_batch"],
                           "stages_mean_ms": {k: v["mean_ms"] for k, v in sm["stages"].items()}}
     return out
 

@@ -44,7 +44,7 @@ from msf.errors import MsfError
 from msf.runtime.preprocess import i420_letterbox, i420_letterbox_size
 from msf.runtime.render import RenderOptions, render, render_i420
 from msf.runtime.segmenter import Segmenter
-from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
+from msf.runtime.sinks import BGR, I420, Sink
 from msf.runtime.sources import Source
 from msf.runtime.stats import PipelineStats
 
@@ -54,12 +54,20 @@ HELPER_NICE = 15  # see PipelineConfig.helper_nice
 
 @dataclass
 class Job:
-    """One source and where its results go."""
+    """One source and where its results go (a sink may be shared with other jobs: a window, the
+    browser viewer)."""
 
     source: Source
-    video: VideoSink | None = None
-    masks: MaskSink | None = None
+    sinks: list[Sink] = field(default_factory=list)
     written: int = 0
+
+    def wants(self, what: str) -> bool:
+        """Whether any sink reads ``what`` ("rendered", "labels") off the frames."""
+        return any(what in s.wants for s in self.sinks)
+
+    def sink_of(self, kind: type) -> Any:
+        """The first sink of class ``kind``, or None."""
+        return next((s for s in self.sinks if isinstance(s, kind)), None)
 
 
 @dataclass
@@ -78,7 +86,6 @@ class PipelineConfig:
     queue_size: int = 8
     helper_nice: int = HELPER_NICE
     render: RenderOptions = field(default_factory=RenderOptions)
-    window: WindowSink | None = None
     max_frames: int | None = None
     warmup: bool = True
     device_frames: bool | None = None  # None: on the GPU for CUDA backends that allow it; True/False: force
@@ -113,8 +120,10 @@ class FrameItem:
     crops: list[np.ndarray]
     labels: np.ndarray | None = None
     rendered: np.ndarray | None = None
-    png: bytes | None = None
     i420_rows: int = 0  # > 0: ``frame`` is an I420 buffer of a frame this many rows high (0: BGR)
+    fps: float = 0.0  # rolling FPS and capture-to-write latency when written (for the sinks)
+    latency_ms: float = 0.0
+    payload: dict = field(default_factory=dict)  # per sink: what its prepare() left for send()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -182,24 +191,31 @@ def warm_up(seg: Segmenter, batch: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def _i420_frames(seg: Segmenter, job: Job, cfg: PipelineConfig, on_device: bool,
-                 show: bool) -> tuple[Iterator[np.ndarray], int] | None:
-    """The job's frames as I420 buffers and their height, where every stage can take them, else
-    None (BGR frames). The decoder's I420 goes through letterbox (planes shrunk, then converted
-    at model size), overlay (blended in I420) and encoder (no conversion): on 2 cores, 720p to
-    H.264, 2.1-2.7 ms less CPU per frame than decode to BGR, blend, convert back (+8-10 % FPS).
-    Needs full mode, a video file, a PyAV encoder, no window, legend or side-by-side; mask-only
-    runs gain nothing from it and stay BGR."""
-    src, video = job.source, job.video
-    if (not cfg.i420_frames or on_device or show or seg.mode != "full" or src.live or cfg.render.legend
-            or cfg.render.side_by_side or not hasattr(src, "i420_frames") or video is None
-            or not video.takes_i420):
+def frame_format(seg: Segmenter, job: Job, cfg: PipelineConfig, on_device: bool) -> str:
+    """The frame format every stage of ``job`` takes (caps negotiation): I420 when the source
+    offers it (a video file through PyAV), full mode letterboxes it (even sizes), rendering needs
+    no legend or side-by-side panel, not on the GPU path, and every sink that takes the rendered
+    picture takes I420; else BGR. I420 all the way (letterbox on the planes, overlay blended in
+    them, encoder fed as is) saves, on 2 cores, 720p to H.264, 2.1-2.7 ms of CPU per frame against
+    decode to BGR, blend, convert back (+8-10 % FPS). A run that renders nothing stays BGR."""
+    drawn = [s for s in job.sinks if "rendered" in s.wants]
+    if (not cfg.i420_frames or on_device or seg.mode != "full" or not drawn or cfg.render.legend
+            or cfg.render.side_by_side or I420 not in job.source.formats
+            or any(I420 not in s.formats for s in drawn)):
+        return BGR
+    h, w = job.source.peek().shape[:2]
+    return I420 if i420_letterbox_size(h, w, seg.size) is not None else BGR
+
+
+def _i420_frames(seg: Segmenter, job: Job, cfg: PipelineConfig,
+                 on_device: bool) -> tuple[Iterator[np.ndarray], int] | None:
+    """The job's I420 frames and their height where ``frame_format`` picks I420 and the decoder
+    really gives them, else None (BGR frames)."""
+    if frame_format(seg, job, cfg, on_device) != I420:
         return None
-    h, w = src.peek().shape[:2]
-    if i420_letterbox_size(h, w, seg.size) is None:
-        return None
-    frames = src.i420_frames()
-    return None if frames is None else (frames, h)
+    rows = job.source.peek().shape[0]
+    frames = job.source.i420_frames()
+    return None if frames is None else (frames, rows)
 
 
 def _device_path(seg: Segmenter, cfg: PipelineConfig) -> _DevicePath | None:
@@ -245,8 +261,9 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     # Everything allocated so far (modules, the model) is left out of the cyclic garbage
     # collector's passes: they otherwise rescan it a few times a second, in whichever thread
     # allocates, holding the GIL.
-    show = cfg.window is not None
-    i420 = [_i420_frames(seg, job, cfg, dev is not None, show) for job in jobs]
+    i420 = [_i420_frames(seg, job, cfg, dev is not None) for job in jobs]
+    main_sinks = [[s for s in job.sinks if s.main_thread] for job in jobs]  # sent from this thread
+    show = any(main_sinks)
     froze = gc.get_freeze_count() == 0  # a caller's own freeze is left as it is
     if froze:
         gc.freeze()
@@ -257,7 +274,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
     q_in: queue.Queue = queue.Queue(maxsize=cfg.queue_size * max(1, n_live))  # live: queue_size per source
     q_render = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
     q_write = [queue.Queue(maxsize=cfg.queue_size) for _ in jobs]
-    # With a window, done frames (whole rendered images) wait for the calling thread's imshow:
+    # With a window, done frames (whole rendered images) wait for the calling thread's sinks:
     # bounded, so a slow window slows the pipeline instead of piling frames up in memory.
     q_done: queue.Queue = queue.Queue(maxsize=cfg.queue_size if show else 0)
     # Live sources read a frame only once it has a free place in the inference queue: a frame
@@ -318,9 +335,9 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
             if frames and dev is None:
                 _infer_batch(seg, frames, stats)
             elif frames:
-                _infer_batch_device(seg, dev, frames, stats, cfg, draw=[bool(jobs[it.stream].video) or show
-                                                                        for it in frames],
-                                    keep_labels=[jobs[it.stream].masks is not None for it in frames])
+                _infer_batch_device(seg, dev, frames, stats, cfg,
+                                    draw=[jobs[it.stream].wants("rendered") for it in frames],
+                                    keep_labels=[jobs[it.stream].wants("labels") for it in frames])
             for it in items:  # frames and end markers in arrival order: each stream stays in order
                 if not _put(q_render[it.stream], it, stop):
                     return
@@ -328,7 +345,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                     open_sources -= 1
 
     def renderer(j: int, job: Job) -> None:
-        draw = job.video is not None or show
+        draw = job.wants("rendered")
         if not job.source.live:
             lower_thread_priority(cfg.helper_nice)
         in_place = job.source.fresh_frames
@@ -348,8 +365,8 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                     else:
                         item.rendered = render(item.frame, item.labels, cfg.render, hud, in_place=in_place,
                                                overlaid=item.rendered)
-                if job.masks is not None:
-                    item.png = job.masks.encode(item.labels)
+                for sink in job.sinks:
+                    sink.prepare(item)
                 stats.add("render", (time.perf_counter() - t0) * 1000, (time.thread_time() - c0) * 1000)
             if not _put(q_write[j], item, stop) or isinstance(item, _End):
                 return
@@ -361,10 +378,10 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                 _put(q_done, _End(j), stop)  # after stop the caller no longer waits for it
                 return
             t0, c0 = time.perf_counter(), time.thread_time()
-            if job.video is not None:
-                (job.video.write_i420 if item.i420_rows else job.video.write)(item.rendered)
-            if job.masks is not None:
-                job.masks.write_encoded(item.index, item.png)
+            item.fps, item.latency_ms = stats.rolling_fps(), (t0 - item.t_capture) * 1000
+            for sink in job.sinks:
+                if not sink.main_thread and not sink.send(item):
+                    stop.set()
             job.written += 1
             t1 = time.perf_counter()
             stats.add("write", (t1 - t0) * 1000, (time.thread_time() - c0) * 1000)
@@ -390,7 +407,7 @@ def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: Pi
                 open_jobs -= 1
                 continue
             j = item.stream if isinstance(item, FrameItem) else item
-            if show and not cfg.window.write(item.rendered):
+            if show and not all([sink.send(item) for sink in main_sinks[j]]):
                 stop.set()
             if on_frame is not None:
                 on_frame(j)

@@ -1,4 +1,13 @@
-"""Outputs of the video pipeline: encoded video, per-frame label PNGs, a live window.
+"""Outputs of the video pipeline: every output is a ``Sink`` (encoded video, per-frame label
+PNGs, a live window, the browser viewer in ``msf.runtime.viewer``), made from a URI by
+``open_sink``.
+
+A sink declares what it reads off a frame (``wants``: the rendered picture, the labels), the frame
+formats it takes (``formats``: BGR, I420; the pipeline picks one every stage of a source can take)
+and whether it must run on the calling thread (``main_thread``: GUI windows). ``prepare`` runs in
+the source's render thread (heavy per-frame work, e.g. PNG compression), ``send`` in its write
+thread; a sink shared by several sources (window, viewer) gets every source's frames, each
+telling its ``stream``.
 
 Video is written to a temporary file beside the target and renamed when finished, so an
 interrupted run leaves either a complete, playable file or none. H.264 through PyAV's FFmpeg:
@@ -11,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -28,6 +38,41 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 DEFAULT_PRESET = "veryfast"
 # Hardware H.264 encoders, tried in order; PyAV lists them even where they cannot open.
 HW_ENCODERS = ("h264_nvenc", "h264_v4l2m2m")
+
+
+BGR, I420 = "bgr", "i420"
+
+
+class SinkFrame(Protocol):
+    """What a sink reads off a frame (the pipeline's ``FrameItem``)."""
+
+    stream: int  # the source's position among the run's sources
+    index: int  # the frame's number in its source
+    rendered: np.ndarray | None  # the picture with the overlay (BGR, or I420 when ``i420_rows``)
+    i420_rows: int  # > 0: ``rendered`` is an I420 buffer of a frame this many rows high
+    labels: np.ndarray | None  # frame-sized class ids
+    t_capture: float  # perf_counter() when the frame was grabbed or read
+    fps: float  # the pipeline's rolling FPS when the frame was written
+    latency_ms: float  # capture to write
+    payload: dict  # what ``prepare`` left for ``send``, per sink
+
+
+class Sink(Protocol):
+    """Where results go; see the module docstring."""
+
+    label: str  # names the output in messages and the summary
+    wants: frozenset[str]  # "rendered", "labels"
+    formats: frozenset[str]  # frame formats ``send`` takes
+    main_thread: bool  # send from the thread that runs the pipeline (GUI windows)
+
+    def prepare(self, frame: SinkFrame) -> None:
+        """Per-frame work done in the render thread, ahead of ``send``."""
+
+    def send(self, frame: SinkFrame) -> bool:
+        """Deliver one frame; False asks the pipeline to stop (a window was closed)."""
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the output (``keep=False``: discard what is unfinished)."""
 
 
 def _even(n: int) -> int:
@@ -74,6 +119,7 @@ class VideoSink:
         except OSError as exc:
             raise MsfError(f"cannot write to {parent}: {exc.strerror}") from None
         self.tmp = Path(tmp)
+        self.label = str(self.path)
         self.size = size
         self.frames = 0
         self._av: tuple[Any, Any, Any] | None = None
@@ -136,6 +182,20 @@ class VideoSink:
             self._cv.write(frame_bgr)
         self.frames += 1
 
+    wants = frozenset({"rendered"})
+    main_thread = False
+
+    @property
+    def formats(self) -> frozenset[str]:
+        return frozenset({BGR, I420}) if self.takes_i420 else frozenset({BGR})
+
+    def prepare(self, frame: SinkFrame) -> None:
+        pass
+
+    def send(self, frame: SinkFrame) -> bool:
+        (self.write_i420 if frame.i420_rows else self.write)(frame.rendered)
+        return True
+
     @property
     def takes_i420(self) -> bool:
         """Whether ``write_i420`` works: a PyAV encoder at an even frame size (no padding)."""
@@ -175,6 +235,22 @@ class MaskSink:
         except OSError as exc:
             raise MsfError(f"cannot create mask folder {self.folder}: {exc.strerror}") from None
         self.name = source_name
+        self.label = f"{self.folder}/{source_name}_*.png"
+
+    wants = frozenset({"labels"})
+    formats = frozenset({BGR, I420})  # reads labels only
+    main_thread = False
+
+    def prepare(self, frame: SinkFrame) -> None:
+        frame.payload[id(self)] = self.encode(frame.labels)
+
+    def send(self, frame: SinkFrame) -> bool:
+        png = frame.payload.pop(id(self), None)
+        self.write_encoded(frame.index, png if png is not None else self.encode(frame.labels))
+        return True
+
+    def close(self, keep: bool = True) -> None:
+        pass
 
     def encode(self, labels: np.ndarray) -> bytes:
         return label_png_bytes(labels)
@@ -190,8 +266,13 @@ class MaskSink:
 class WindowSink:
     """A live OpenCV window; needs a GUI build of OpenCV (opencv-python, not -headless)."""
 
+    wants = frozenset({"rendered"})
+    formats = frozenset({BGR})
+    main_thread = True  # HighGUI windows belong to one thread
+
     def __init__(self, title: str = "msf") -> None:
         self.title = title
+        self.label = f"window {title!r}"
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error:
@@ -202,5 +283,130 @@ class WindowSink:
         cv2.imshow(self.title, frame_bgr)
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
-    def close(self) -> None:
+    def prepare(self, frame: SinkFrame) -> None:
+        pass
+
+    def send(self, frame: SinkFrame) -> bool:
+        return self.write(frame.rendered)
+
+    def close(self, keep: bool = True) -> None:
         cv2.destroyWindow(self.title)
+
+
+VIEWER_SCHEMES = ("http://",)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One ``-o`` value, parsed: ``kind`` is video (a file), folder (one video per source),
+    default (``<source>_msf.mp4`` each), masks (a folder of label PNGs), window or viewer (the
+    browser viewer at ``target`` = host:port)."""
+
+    kind: str
+    target: str
+
+
+def parse_output(uri: str, sources: int = 1) -> OutputSpec:
+    """``uri`` as an output: ``FILE.mp4`` (a folder when there are several sources), ``DIR/``,
+    ``masks:DIR``, ``window`` or ``window:TITLE``, ``http://[HOST]:PORT`` (the browser viewer; it
+    listens on loopback unless HOST names another address)."""
+    low = uri.lower()
+    if low.startswith(VIEWER_SCHEMES):
+        return OutputSpec("viewer", viewer_address(uri))
+    if "://" in low:
+        raise MsfError(f"unsupported output {uri!r}: outputs are a video file, a folder, masks:DIR, window or "
+                       "http://HOST:PORT (the browser viewer)")
+    if low.startswith("masks:"):
+        if not uri[6:]:
+            raise MsfError("masks: needs a folder (masks:DIR)")
+        return OutputSpec("masks", uri[6:])
+    if low == "window" or low.startswith("window:"):
+        return OutputSpec("window", uri[7:] or "msf")
+    path = Path(uri)
+    if sources == 1 and path.suffix and not uri.endswith(("/", os.sep)):
+        return OutputSpec("video", uri)
+    return OutputSpec("folder", uri)
+
+
+def viewer_address(uri: str) -> str:
+    """``host:port`` of an ``http://[HOST][:PORT][/]`` viewer URI: no host (or localhost) means
+    loopback, 127.0.0.1; no port means 8080, port 0 any free port."""
+    rest = uri.split("://", 1)[1].rstrip("/")
+    if "/" in rest:
+        raise MsfError(f"the viewer URI takes no path: {uri} (http://HOST:PORT)")
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "8080")
+    host = host.strip("[]")
+    if host in ("", "localhost"):
+        host = "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise MsfError(f"the viewer port must be a number from 0 (any free port) to 65535: {uri}")
+    return f"{host}:{int(port)}"
+
+
+def video_paths(spec: OutputSpec, names: list[str]) -> list[Path]:
+    """The video file of each source for a video, folder or default output (``<source>_msf.mp4``
+    in the working folder), names made unique."""
+    if spec.kind == "video":
+        return [Path(spec.target)]
+    if spec.kind == "default":
+        return [Path(f"{n}_msf.mp4" if names.count(n) == 1 else f"{n}_{i}_msf.mp4") for i, n in enumerate(names)]
+    out = Path(spec.target)
+    return [out / (f"{n}.mp4" if names.count(n) == 1 else f"{n}_{i}.mp4") for i, n in enumerate(names)]
+
+
+@dataclass
+class VideoOptions:
+    """How video outputs are encoded: ``prefer`` h264 or mp4v, the libx264 ``preset``, ``live``
+    (tune for latency) and whether to try ``hardware`` encoders."""
+
+    prefer: str = "h264"
+    preset: str = DEFAULT_PRESET
+    hardware: bool = True
+
+
+class Outputs:
+    """The sinks of a run: each spec opened for each source, a shared sink (window, viewer) once.
+    ``for_source`` gives a source's sinks; ``close`` closes every sink once."""
+
+    def __init__(self, specs: list[OutputSpec], video: VideoOptions | None = None) -> None:
+        self.specs, self.video = specs, video or VideoOptions()
+        self.sinks: list[Sink] = []
+        self._shared: dict[OutputSpec, Sink] = {}
+
+    def for_source(self, j: int, names: list[str], fps: float, size: tuple[int, int], live: bool) -> list[Sink]:
+        """Source ``j``'s sinks (``names``: every source's name; ``size``: the rendered frame's w, h)."""
+        out: list[Sink] = []
+        for spec in self.specs:
+            if spec.kind in ("video", "folder", "default"):
+                v = self.video
+                sink: Sink = VideoSink(video_paths(spec, names)[j], fps, size, v.prefer, v.preset, live=live,
+                                       hardware=v.hardware)
+            elif spec.kind == "masks":
+                sink = MaskSink(spec.target, names[j])
+            else:
+                sink = self._shared.get(spec) or self._open_shared(spec, names)
+            if sink not in self.sinks:
+                self.sinks.append(sink)
+            out.append(sink)
+        return out
+
+    def _open_shared(self, spec: OutputSpec, names: list[str]) -> Sink:
+        if spec.kind == "window":
+            sink: Sink = WindowSink(spec.target)
+        else:
+            from msf.runtime.viewer import ViewerSink
+
+            sink = ViewerSink(spec.target, names)
+        self._shared[spec] = sink
+        return sink
+
+    def close(self, keep: bool = True) -> None:
+        for sink in self.sinks:
+            sink.close(keep=keep)
+        self.sinks = []
+
+
+def open_sink(uri: str, name: str = "msf", fps: float = 25.0, size: tuple[int, int] = (1280, 720),
+              live: bool = False, video: VideoOptions | None = None) -> Sink:
+    """One source's sink for ``uri`` (see ``parse_output``)."""
+    return Outputs([parse_output(uri)], video).for_source(0, [name], fps, size, live)[0]

@@ -62,11 +62,13 @@ class Source:
 
     ``fresh_frames``: every ``read()`` returns a new array that the caller may draw on (the
     pipeline then renders in place, saving a copy per frame); a source that reuses its buffers
-    sets it False."""
+    sets it False. ``formats``: the frame formats it can give ("bgr" from ``read``; "i420" from
+    ``i420_frames``, decoded without a colour conversion), for the pipeline's negotiation."""
 
     live = False
     dropped = 0
     fresh_frames = True
+    formats: frozenset[str] = frozenset({"bgr"})
 
     def __init__(self, name: str, fps: float, frame_count: int | None) -> None:
         self.name, self.fps, self.frame_count = name, fps, frame_count
@@ -115,6 +117,8 @@ class Source:
 
 
 class VideoFileSource(Source):
+    formats = frozenset({"bgr", "i420"})
+
     def __init__(self, path: Path) -> None:
         if not path.is_file():
             raise MsfError(f"video not found: {path}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from msf.runtime.pipeline import Job, PipelineConfig, _i420_frames, run_pipeline
+from msf.runtime.pipeline import Job, PipelineConfig, frame_format, run_pipeline
 from msf.runtime.preprocess import i420_letterbox, i420_letterbox_size, letterbox_placement, square_crop
 from msf.runtime.render import RenderOptions, draw_hud, overlay_bgr, render_i420
 from msf.runtime.segmenter import Segmenter
@@ -114,12 +114,9 @@ def _run(clip, out_dir, i420: bool, max_frames: int | None = None):
     src = VideoFileSource(clip)
     video = VideoSink(out_dir / "o.mp4", src.fps, (src.peek().shape[1], src.peek().shape[0]), "h264", "ultrafast",
                       hardware=False)
-    job = Job(src, video, MaskSink(out_dir / "m", "c"))
+    job = Job(src, [video, MaskSink(out_dir / "m", "c")])
     cfg = PipelineConfig(batch=2, i420_frames=i420, max_frames=max_frames, render=RenderOptions(hud=False))
-    chosen = _i420_frames(seg, job, cfg, False, False) is not None
-    src.close()
-    src = VideoFileSource(clip)  # the check above consumed the first source's decoder
-    job = Job(src, video, job.masks)
+    chosen = frame_format(seg, job, cfg, False) == "i420"
     try:
         run_pipeline(seg, [job], cfg, PipelineStats())
     finally:
@@ -179,9 +176,9 @@ def test_pipeline_keeps_bgr_frames_where_i420_does_not_apply(faces_root, tmp_pat
                           hardware=False)
     render = RenderOptions(legend=case == "legend", side_by_side=case == "side by side")
     seg = Segmenter(backend="null", mode="face" if case == "face mode" else "full", size=64)
-    job = Job(src, video, MaskSink(tmp_path / "m", "c") if case == "masks only" else None)
+    job = Job(src, [video] if video else [MaskSink(tmp_path / "m", "c")])
     try:
-        assert _i420_frames(seg, job, PipelineConfig(render=render), False, False) is None
+        assert frame_format(seg, job, PipelineConfig(render=render), False) == "bgr"
     finally:
         if video is not None:
             video.close(keep=False)

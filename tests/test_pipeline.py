@@ -46,15 +46,23 @@ class MemorySource(Source):
 
 
 class MemoryVideo:
-    """Collects the rendered frames, like a VideoSink would encode them."""
+    """A sink that collects the rendered frames, like a VideoSink would encode them."""
 
     codec = "memory"
+    label = "memory"
+    wants = frozenset({"rendered"})
+    formats = frozenset({"bgr"})
+    main_thread = False
 
     def __init__(self) -> None:
         self.frames: list[np.ndarray] = []
 
-    def write(self, frame: np.ndarray) -> None:
-        self.frames.append(frame.copy())
+    def prepare(self, frame) -> None:
+        pass
+
+    def send(self, frame) -> bool:
+        self.frames.append(frame.rendered.copy())
+        return True
 
     def close(self, keep: bool = True) -> None:
         pass
@@ -100,14 +108,14 @@ def test_each_source_reaches_its_own_outputs_in_order_batched_across_sources(tmp
     backend = EchoBackend(slow_first=0.3)  # the readers queue up meanwhile: later batches mix sources
     seg = seg_with(backend)
     barrier = threading.Barrier(len(lengths))
-    jobs = [Job(MemorySource(const_frames(j, n), f"s{j}", barrier=barrier), MemoryVideo(),
-                MaskSink(tmp_path, f"s{j}")) for j, n in enumerate(lengths)]
+    jobs = [Job(MemorySource(const_frames(j, n), f"s{j}", barrier=barrier), [MemoryVideo(),
+                MaskSink(tmp_path, f"s{j}")]) for j, n in enumerate(lengths)]
     stats = PipelineStats()
     seen: list[int] = []
     run_pipeline(seg, jobs, PipelineConfig(batch=4, warmup=False, render=PLAIN), stats, on_frame=seen.append)
     for j, (job, n) in enumerate(zip(jobs, lengths)):
-        assert job.written == n and len(job.video.frames) == n
-        for i, out in enumerate(job.video.frames):  # in order, and this source's own frames
+        assert job.written == n and len(job.sinks[0].frames) == n
+        for i, out in enumerate(job.sinks[0].frames):  # in order, and this source's own frames
             assert np.array_equal(out, np.full((48, 48, 3), value(j, i), np.uint8)), (j, i)
         for i in range(n):
             with Image.open(tmp_path / f"s{j}_{i:06d}.png") as im:
@@ -127,7 +135,7 @@ def test_masks_written_equal_the_backends_labels_full_and_letterboxed(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (90, 160, 3), dtype=np.uint8) for _ in range(4)]
     seg = Segmenter(backend="null", mode="full", size=64)
-    job = Job(MemorySource(frames, "v"), None, MaskSink(tmp_path, "v"))
+    job = Job(MemorySource(frames, "v"), [MaskSink(tmp_path, "v")])
     run_pipeline(seg, [job], PipelineConfig(batch=3), PipelineStats())
     for i, f in enumerate(frames):
         with Image.open(tmp_path / f"v_{i:06d}.png") as im:
@@ -138,10 +146,10 @@ def test_masks_written_equal_the_backends_labels_full_and_letterboxed(tmp_path):
 
 def test_frame_counts_max_frames_and_stats(tmp_path):
     seg = seg_with(EchoBackend())
-    jobs = [Job(MemorySource(const_frames(j, 9)), MemoryVideo()) for j in range(2)]
+    jobs = [Job(MemorySource(const_frames(j, 9)), [MemoryVideo()]) for j in range(2)]
     stats = PipelineStats()
     run_pipeline(seg, jobs, PipelineConfig(batch=2, max_frames=6), stats)
-    assert [j.written for j in jobs] == [6, 6] and [len(j.video.frames) for j in jobs] == [6, 6]
+    assert [j.written for j in jobs] == [6, 6] and [len(j.sinks[0].frames) for j in jobs] == [6, 6]
     s = stats.summary()
     assert s["frames"] == 12 and s["fps"] > 0
     for stage in ("read", "preprocess", "render", "write", "end_to_end"):
@@ -154,7 +162,7 @@ def test_frame_counts_max_frames_and_stats(tmp_path):
 def test_warm_up_runs_before_the_clock_and_is_reported_apart():
     backend = EchoBackend(slow_first=0.4)
     stats = PipelineStats()
-    run_pipeline(seg_with(backend), [Job(MemorySource(const_frames(0, 3)), MemoryVideo())],
+    run_pipeline(seg_with(backend), [Job(MemorySource(const_frames(0, 3)), [MemoryVideo()])],
                  PipelineConfig(batch=2), stats)
     s = stats.summary()
     assert s["warmup_ms"] >= 400
@@ -169,19 +177,20 @@ def test_errors_stop_everything_and_surface_as_one_error(where):
     source = MemorySource(frames, "bad", fail_at=5 if where == "source" else None)
     video = MemoryVideo()
     if where == "sink":
-        def write(frame: np.ndarray) -> None:
+        def send(frame) -> bool:
             if len(video.frames) == 4:
                 raise OSError("disk full")
-            video.frames.append(frame)
+            video.frames.append(frame.rendered)
+            return True
 
-        video.write = write
-    others = Job(MemorySource(const_frames(1, 30)), MemoryVideo())
+        video.send = send
+    others = Job(MemorySource(const_frames(1, 30)), [MemoryVideo()])
     expected = {"backend": "pipeline failed: RuntimeError: boom", "source": "source bad broke",
                 "sink": "pipeline failed: OSError: disk full"}[where]
     before = set(threading.enumerate())
     t0 = time.perf_counter()
     with pytest.raises(MsfError, match=expected):
-        run_pipeline(seg_with(backend), [Job(source, video), others], PipelineConfig(batch=2, warmup=False),
+        run_pipeline(seg_with(backend), [Job(source, [video]), others], PipelineConfig(batch=2, warmup=False),
                      PipelineStats())
     assert time.perf_counter() - t0 < 10
     assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]  # no thread left behind
@@ -189,7 +198,7 @@ def test_errors_stop_everything_and_surface_as_one_error(where):
 
 def test_ctrl_c_stops_cleanly_and_every_written_frame_is_counted():
     n = 200
-    job = Job(MemorySource(const_frames(0, n, side=64)), MemoryVideo())
+    job = Job(MemorySource(const_frames(0, n, side=64)), [MemoryVideo()])
     stats = PipelineStats()
     seen = []
 
@@ -202,8 +211,8 @@ def test_ctrl_c_stops_cleanly_and_every_written_frame_is_counted():
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(seg_with(EchoBackend()), [job], PipelineConfig(batch=2, render=PLAIN), stats, on_frame)
     assert 5 <= job.written < n
-    assert stats.frames == job.written == len(job.video.frames)  # nothing written uncounted
-    for i, f in enumerate(job.video.frames):
+    assert stats.frames == job.written == len(job.sinks[0].frames)  # nothing written uncounted
+    for i, f in enumerate(job.sinks[0].frames):
         assert f[0, 0, 0] == value(0, i)
     assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
@@ -333,7 +342,7 @@ def test_file_played_live_is_paced_and_reports_latency(tmp_path):
     src = open_source(str(path), live=True)
     assert src.live and src.fps == 50
     stats = PipelineStats()
-    job = Job(src, MemoryVideo())
+    job = Job(src, [MemoryVideo()])
     t0 = time.perf_counter()
     try:
         run_pipeline(Segmenter(backend="null", size=SIZE), [job], PipelineConfig(batch=1, queue_size=2), stats)
@@ -488,11 +497,11 @@ def test_device_path_labels_agree_with_the_cpu_path_on_real_faces(faces_root, sh
     results = {}
     for device_frames in (False, True):
         seg = Segmenter(backend="pytorch", mode=mode, size=256)  # fresh face tracks for each run
-        job = Job(MemorySource(frames, "f"), MemoryVideo(), MaskSink(tmp_path / str(device_frames), "f"))
+        job = Job(MemorySource(frames, "f"), [MemoryVideo(), MaskSink(tmp_path / str(device_frames), "f")])
         run_pipeline(seg, [job], PipelineConfig(batch=2, device_frames=device_frames,
                                                 render=RenderOptions(hud=False)), PipelineStats())
         masks = [np.array(Image.open(tmp_path / str(device_frames) / f"f_{i:06d}.png")) for i in range(len(frames))]
-        results[device_frames] = (masks, job.video.frames)
+        results[device_frames] = (masks, job.sinks[0].frames)
     for cpu, dev in zip(results[False][0], results[True][0]):
         assert (cpu > 0).mean() > 0.05  # a face was parsed
         assert (cpu == dev).mean() >= 0.999
@@ -544,7 +553,7 @@ def test_live_sources_capture_only_when_inference_has_room(live):
 
     cfg = live_config(1, batch=4) if live else PipelineConfig(batch=1, queue_size=4)
     assert not live or (cfg.batch == 1 and cfg.queue_size == 1)
-    job = Job(source, MemoryVideo())
+    job = Job(source, [MemoryVideo()])
     run_pipeline(seg_with(Slow()), [job], cfg, PipelineStats())
     assert job.written == 12
     if live:
@@ -576,7 +585,7 @@ def test_file_helpers_run_nicer_and_live_sources_do_not():
                                   (live_config(1), True, "full", base)):
         src = NiceSource(frames)
         src.live, src.seen = live, []
-        job = Job(src, MemoryVideo())
+        job = Job(src, [MemoryVideo()])
         run_pipeline(seg_with(NullBackend(SIZE), mode), [job], cfg, PipelineStats())
         assert job.written == 3 and set(src.seen) == {want}, (cfg, live, mode)
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the calling thread is never reniced

@@ -27,6 +27,8 @@ EPILOG = """\
 examples:
   msf-video input.mp4                           # -> input_msf.mp4 (shipped weights, best backend)
   msf-video input.mp4 -o out.mp4 --stats stats.json --save-masks masks/
+  msf-video 0 -o http://:8080                   # webcam, watched live in a browser (loopback only)
+  msf-video cam.mp4 --live -o http://0.0.0.0:8080 -o out.mp4   # viewer open to the network, and a file
   msf-video 0 --show --mode face                # webcam 0, every face cropped and parsed at 512²
   msf-video a.mp4 b.mp4 rtsp://cam/stream -o outdir/   # several sources, one batched backend
   msf-video clip.mp4 --model msf.engine         # TensorRT engine (built by msf-export --tensorrt)
@@ -103,9 +105,13 @@ def build_parser():
                    default=SCORE_THRESHOLD, metavar="S", help="face/auto mode: detector score threshold in (0, 1)")
     p.add_argument("--batch", type=positive_int, default=4,
                    help="most frames inferred together (refused when batch × size² would not fit in memory)")
-    p.add_argument("-o", "--output", metavar="OUT", help="output video (a folder with several sources)")
-    p.add_argument("--show", action="store_true", help="show a live window (q or Esc quits)")
-    p.add_argument("--save-masks", metavar="DIR", help="write <source>_<frame:06d>.png label maps")
+    p.add_argument("-o", "--output", metavar="OUT", action="append",
+                   help="where results go, repeatable: a video file (a folder with several sources), DIR/ (one "
+                        "video per source), masks:DIR (label PNGs), window, or http://[HOST]:PORT: a live viewer "
+                        "for a browser, listening on loopback unless HOST names another address "
+                        "(default: <source>_msf.mp4)")
+    p.add_argument("--show", action="store_true", help="show a live window, like -o window (q or Esc quits)")
+    p.add_argument("--save-masks", metavar="DIR", help="write <source>_<frame:06d>.png label maps, like -o masks:DIR")
     p.add_argument("--stats", metavar="STATS.json", help="write latency/FPS statistics as JSON")
     p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity, 0 to 1")
     p.add_argument("--legend", action="store_true", help="draw the class legend")
@@ -131,36 +137,52 @@ def build_parser():
     return p
 
 
-def _outputs(args, sources) -> tuple[list[Path | None], Path | None]:
-    """Each source's output video (None: no video) and the folder to create for them (with -o
-    naming a folder), planned without writing anything."""
-    if args.output is None:
-        if args.show or args.save_masks:
-            return [None] * len(sources), None
-        return [Path(f"{s.name}_msf.mp4") for s in sources], None
-    out = Path(args.output)
-    if len(sources) == 1 and out.suffix:
-        return [out], None
-    names = [s.name for s in sources]
-    return [out / (f"{n}.mp4" if names.count(n) == 1 else f"{n}_{i}.mp4") for i, n in enumerate(names)], out
+def _output_specs(args, sources) -> list:
+    """Every output asked for (-o, --show, --save-masks), parsed; the default video per source
+    when none is."""
+    from msf.runtime.sinks import OutputSpec, parse_output
+
+    specs = [parse_output(o, len(sources)) for o in args.output or []]
+    if args.show:
+        specs.append(OutputSpec("window", "msf"))
+    if args.save_masks:
+        specs.append(OutputSpec("masks", args.save_masks))
+    return specs or [OutputSpec("default", "")]
 
 
-def _check_outputs(args, sources, videos: list[Path | None]) -> None:
+def _check_outputs(args, sources, specs) -> None:
     """Refuse (exit 2, before anything is written) any output that is one of the inputs: a video
     file or image, or the model and its sidecar."""
     from msf.cli.guard import Inputs, refuse_overwrite, refuse_overwrite_in_folder
+    from msf.runtime.sinks import video_paths
 
     inputs = Inputs().add(*[p for s in sources for p in s.paths])
     if args.model:
         inputs.add(args.model, f"{args.model}.json")
-    named = [(f"-o {args.output}" if args.output else "the default output", v) for v in videos if v is not None]
+    names = [s.name for s in sources]
+    named = [(f"-o {spec.target}" if spec.kind != "default" else "the default output", v)
+             for spec in specs if spec.kind in ("video", "folder", "default") for v in video_paths(spec, names)]
     if args.stats:
         named.append((f"--stats {args.stats}", Path(args.stats)))
     refuse_overwrite(named, inputs)
-    if args.save_masks:
-        for s in sources:
-            refuse_overwrite_in_folder(f"--save-masks {args.save_masks}", args.save_masks,
-                                       rf"{re.escape(s.name)}_\d{{6}}\.png", inputs)
+    for spec in specs:
+        if spec.kind == "masks":
+            for s in sources:
+                refuse_overwrite_in_folder(f"masks {spec.target}", spec.target, rf"{re.escape(s.name)}_\d{{6}}\.png",
+                                           inputs)
+
+
+def _make_folders(specs) -> None:
+    from msf.cli.guard import check_writable
+
+    for spec in specs:
+        if spec.kind == "folder":
+            try:
+                Path(spec.target).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MsfError(f"cannot create output folder {spec.target}: {exc.strerror}") from None
+        if spec.kind in ("video", "default"):
+            check_writable(Path(spec.target or ".").parent if spec.kind == "video" else Path("."))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from msf.runtime.pipeline import Job, PipelineConfig, live_config, run_pipeline
     from msf.runtime.render import RenderOptions, output_size
     from msf.runtime.segmenter import Segmenter
-    from msf.runtime.sinks import MaskSink, VideoSink, WindowSink
+    from msf.runtime.sinks import Outputs, VideoOptions, VideoSink
     from msf.runtime.sources import open_source
     from msf.runtime.stats import PipelineStats
 
@@ -188,21 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         check_writable(Path(args.stats).parent, "stats folder")
     sources = []
     jobs: list[Job] = []
-    window = None
+    outputs = None
     interrupted = False
     stats = PipelineStats()
     try:
         sources = [open_source(s, args.stall_timeout, live=args.live, open_timeout=args.open_timeout)
                    for s in args.sources]
-        videos, out_dir = _outputs(args, sources)
-        _check_outputs(args, sources, videos)
-        if out_dir is not None:
-            try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise MsfError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-        for folder in {v.parent for v in videos if v is not None}:
-            check_writable(folder)
+        specs = _output_specs(args, sources)
+        _check_outputs(args, sources, specs)
+        _make_folders(specs)
         seg = Segmenter(args.model, args.backend, args.mode, device=args.device,
                         threads=args.threads or os.cpu_count(), spinning=args.spinning, fp16=args.fp16,
                         smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
@@ -214,15 +230,16 @@ def main(argv: list[str] | None = None) -> int:
                              f"{args.size}, or pass a checkpoint")
         check_memory(args.batch, seg.size)
         render = RenderOptions(args.alpha, args.legend, not args.no_hud, args.side_by_side)
-        for src, out in zip(sources, videos):
+        outputs = Outputs(specs, VideoOptions("mp4v" if args.codec == "mp4v" else "h264", args.encoder_preset,
+                                              hardware=args.codec == "h264"))
+        names = [s.name for s in sources]
+        for j, src in enumerate(sources):
             h, w = src.peek().shape[:2]
-            video = (VideoSink(out, src.fps, output_size(h, w, render), "mp4v" if args.codec == "mp4v" else "h264",
-                               args.encoder_preset, live=src.live, hardware=args.codec == "h264")
-                     if out else None)
-            masks = MaskSink(args.save_masks, src.name) if args.save_masks else None
-            jobs.append(Job(src, video, masks))
-        window = WindowSink() if args.show else None
-        opts = dict(render=render, window=window, max_frames=args.max_frames)
+            jobs.append(Job(src, outputs.for_source(j, names, src.fps, output_size(h, w, render), src.live)))
+        for sink in outputs.sinks:
+            if getattr(sink, "url", None):
+                print(f"msf-video: live viewer at {sink.url}", file=sys.stderr)
+        opts = dict(render=render, max_frames=args.max_frames)
         if any(s.live for s in sources):  # latency: shallow queues, one frame per source per batch
             cfg = live_config(len(sources), args.batch, **opts)
         else:  # throughput: deep queues, full batches
@@ -238,21 +255,21 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bar.close()
     finally:
-        for job in jobs:
-            if job.video is not None:
-                job.video.close(keep=True)
+        if outputs is not None:
+            outputs.close(keep=True)
         for src in sources:
             src.close()
-        if window is not None:
-            window.close()
     summary = stats.summary()
     short = [j.source.shortfall() for j in jobs]
+    videos = [j.sink_of(VideoSink) for j in jobs]
     summary.update(backend=seg.describe(), mode=args.mode, size=seg.size, sizes=seg.sizes,
                    sources=[{"source": a, "frames_in": j.source.frame_count, "frames_out": j.written,
                              "frames_decoded": j.source.decoded, "partial": sf is not None,
-                             "output": str(j.video.path) if j.video and j.written else None,
-                             "codec": j.video.codec if j.video else None, "dropped": j.source.dropped}
-                            for a, j, sf in zip(args.sources, jobs, short)],
+                             "output": str(v.path) if v and j.written else None,
+                             "codec": v.codec if v else None, "outputs": [s.label for s in j.sinks],
+                             "dropped": j.source.dropped}
+                            for a, j, v, sf in zip(args.sources, jobs, videos, short)],
+                   viewers=[s.report() for s in (outputs.sinks if outputs else []) if hasattr(s, "report")],
                    interrupted=interrupted)
     if args.stats:
         from msf.contract import write_json_atomic
@@ -262,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         print("msf-video: interrupted; outputs finalised", file=sys.stderr)
         return 130
-    partial = [(a, j, sf) for a, j, sf in zip(args.sources, jobs, short) if sf is not None]
-    for a, j, (got, expected) in partial:
-        kept = f"{j.video.path} holds them" if j.video and j.written else "its outputs hold them"
+    partial = [(a, j, v, sf) for a, j, v, sf in zip(args.sources, jobs, videos, short) if sf is not None]
+    for a, j, v, (got, expected) in partial:
+        kept = f"{v.path} holds them" if v and j.written else "its outputs hold them"
         print(f"msf-video: warning: {a} ended after {got} of the {expected} frames its container announces "
               f"(truncated or damaged file); {kept}" + ("" if args.allow_partial else
                                                         f"; exit {EXIT_PARTIAL} (--allow-partial: exit 0)"),
