@@ -372,6 +372,7 @@ class Outputs:
         self.specs, self.video = specs, video or VideoOptions()
         self.sinks: list[Sink] = []
         self._shared: dict[OutputSpec, Sink] = {}
+        self._closed = 0  # sinks[:_closed] are closed
 
     def for_source(self, j: int, names: list[str], fps: float, size: tuple[int, int], live: bool) -> list[Sink]:
         """Source ``j``'s sinks (``names``: every source's name; ``size``: the rendered frame's w, h)."""
@@ -401,9 +402,10 @@ class Outputs:
         return sink
 
     def close(self, keep: bool = True) -> None:
-        for sink in self.sinks:
+        """Close every sink once (a second call does nothing)."""
+        for sink in self.sinks[self._closed:]:
             sink.close(keep=keep)
-        self.sinks = []
+        self._closed = len(self.sinks)
 
 
 def open_sink(uri: str, name: str = "msf", fps: float = 25.0, size: tuple[int, int] = (1280, 720),

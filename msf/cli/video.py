@@ -312,6 +312,10 @@ def _print_summary(summary: dict) -> None:
         if s["dropped"]:
             line += f", {s['dropped']} stale frames dropped"
         con.print(line)
+    for v in summary.get("viewers", []):
+        lat = v["display_latency_p50_ms"]
+        con.print(f"viewer {v['url']}: {v['stream_connections']} stream connection(s)"
+                  + (f", capture-to-screen latency p50 {lat:.0f} ms" if lat is not None else ""))
 
 
 def entry() -> None:
