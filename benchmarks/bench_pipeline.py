@@ -225,7 +225,7 @@ def gpu_pipeline_check(frames: int = 240, size: tuple[int, int] = (1280, 720), b
     ``device="cpu"`` (fp16 and graphs off) only checks that it runs."""
     import torch
 
-    from msf.runtime.gpu_frames import TorchFrames, device_infer, model_dtype
+    from msf.runtime.gpu_frames import TorchFrames
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU"}
@@ -249,9 +249,9 @@ def gpu_pipeline_check(frames: int = 240, size: tuple[int, int] = (1280, 720), b
         tmp = Path(tmp_name)
         clip = write_clip(tmp / "clip.mp4", synth_frames(faces, frames, size))
         seg = Segmenter(backend="pytorch", mode="full", device=device, fp16=fp16, cuda_graphs=cuda_graphs)
-        gf, run = TorchFrames(device, seg.size), device_infer(seg.backend)
+        gf, run = TorchFrames(device, seg.size), seg.backend.infer_on_device
         x = gf.to_input(torch.zeros((batch, seg.size, seg.size, 3), dtype=torch.uint8, device=device),
-                        seg.backend.input_spec, model_dtype(seg.backend))
+                        seg.backend.input_spec, seg.backend.float_dtype)
         for n in (1, batch):
             xn = x[:n].contiguous()
 

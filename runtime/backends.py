@@ -39,13 +39,37 @@ BACKENDS = ("auto", "onnxruntime", "pytorch", "pytorch-reference", "openvino", "
 DEPRECATED_BACKENDS = {"pytorch-eager": "pytorch-reference"}
 
 
+def pad_batch(x: Any, fixed: int | None) -> tuple[Any, int]:
+    """``x`` (a numpy array or torch tensor, batch first) zero-padded to a graph's ``fixed``
+    batch, and its own length (the padding's outputs are to be dropped); a longer batch is refused.
+    The one place fixed-batch graphs are fed: every backend's ``infer`` goes through it."""
+    n = len(x)
+    if fixed is None or n == fixed:
+        return x, n
+    if n > fixed:
+        raise MsfError(f"the graph takes batches of {fixed}, got {n}")
+    if isinstance(x, np.ndarray):
+        return np.concatenate([x, np.zeros((fixed - n,) + x.shape[1:], dtype=x.dtype)]), n
+    import torch
+
+    return torch.cat([x, x.new_zeros((fixed - n,) + tuple(x.shape[1:]))]), n
+
+
 class Backend:
     """Base class: ``infer`` one batch; ``name``, ``precision`` and ``device`` describe what runs,
-    ``contract`` what it takes and returns (``input_spec`` and ``output_kind`` are its parts)."""
+    ``contract`` what it takes and returns (``input_spec`` and ``output_kind`` are its parts).
+
+    Abilities are declared, not probed: ``device_frames`` backends run ``infer_on_device`` on a
+    torch tensor already on ``frames_device`` (the output stays there; float inputs in
+    ``float_dtype``); ``max_batch`` is a fixed graph batch, and ``batches`` splits any number of
+    inputs into runs the graph takes."""
 
     name = "backend"
     precision = "fp32"
     device = "cpu"
+    device_frames = False
+    frames_device: str | None = None
+    float_dtype: Any = None  # torch dtype of float inputs on the device path (None: the contract's)
 
     def __init__(self, contract: GraphContract, run_size: int = DEFAULT_SIZE) -> None:
         self.contract = contract
@@ -64,19 +88,24 @@ class Backend:
         """The graph's fixed batch, or None when any batch runs."""
         return self.input_spec.batch
 
+    def batches(self, n: int) -> list[slice]:
+        """How ``n`` inputs are run: all at once, or in chunks of the graph's fixed batch (the
+        last one padded by ``infer``)."""
+        step = self.max_batch or max(1, n)
+        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def infer_on_device(self, x: Any) -> Any:
+        """The graph on ``x``, a torch tensor on ``frames_device`` (``device_frames`` backends)."""
+        raise MsfError(f"{self.describe()} cannot take frames on its device")
+
     def _fixed_batch(self, batch: np.ndarray, run) -> np.ndarray:
-        """``run(batch)`` on a graph of fixed batch N: a shorter batch is padded to N (the padding's
-        outputs dropped), a longer one refused."""
-        n, fixed = len(batch), self.input_spec.batch
-        if fixed is None or n == fixed:
-            return run(batch)
-        if n > fixed:
-            raise MsfError(f"the graph takes batches of {fixed}, got {n}")
-        pad = np.zeros((fixed - n,) + batch.shape[1:], dtype=batch.dtype)
-        return run(np.concatenate([batch, pad]))[:n]
+        """``run(batch)`` with the batch padded to a fixed graph batch (``pad_batch``)."""
+        padded, n = pad_batch(batch, self.input_spec.batch)
+        out = run(padded)
+        return out if n == len(padded) else out[:n]
 
     def labels(self, batch: np.ndarray) -> np.ndarray:
         """Class ids (N×H×W uint8) whatever the graph returns."""
@@ -180,6 +209,8 @@ class TorchBackend(Backend):
             self.precision = "fp16"
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, ...], tuple] = {}
+        self.device_frames, self.frames_device = True, device
+        self.float_dtype = next(self.model.parameters()).dtype
 
     def _graph_for(self, shape: tuple[int, ...]):
         """Capture one CUDA graph per input shape (static input/output buffers, replayed). Warm-up
@@ -200,7 +231,7 @@ class TorchBackend(Backend):
             self._graphs[shape] = (graph, static_in, static_out)
         return self._graphs[shape]
 
-    def infer_device(self, x):
+    def infer_on_device(self, x):
         """The model on ``x`` (a uint8 NHWC tensor on this backend's device); the output stays there.
 
         With CUDA graphs: a batch larger than the largest graph captured so far runs in chunks of
@@ -224,7 +255,7 @@ class TorchBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        out = self.infer_device(x)
+        out = self.infer_on_device(x)
         return (out.float() if self.output_kind == "logits" else out).cpu().numpy()
 
 

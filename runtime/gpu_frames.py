@@ -14,14 +14,14 @@ backend the OpenCV path is used; this module is only imported when a CUDA backen
     gf = TorchFrames(device="cuda", size=512)
     x = gf.upload(frame_bgr)                          # H×W×3 uint8 on the device
     crops = gf.crops(x, places)                       # N×size×size×3 uint8
-    out = backend_on_device(gf.to_input(crops, spec)) # see ``device_infer``
+    out = backend.infer_on_device(gf.to_input(crops, spec))
     labels = gf.assemble(x.shape, gf.labels(out, kind), places)
     rendered = gf.download(gf.overlay(x, labels, alpha))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -299,26 +299,3 @@ class TorchFrames:
         color = self.palette[labels.long()]
         blend = _to_u8(frame.float() * (1 - alpha) + color.float() * alpha)
         return torch.where((labels > 0)[..., None], blend, frame)
-
-
-def device_infer(backend: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A function running ``backend`` on an input tensor already on its device (output stays
-    there), or None when the backend has no device path (then the numpy path is used).
-
-    The TensorRT backend provides ``infer_tensor(x) -> tensor`` and the PyTorch backend
-    ``infer_device(x) -> tensor`` (with its CUDA graphs when enabled)."""
-    for attr in ("infer_tensor", "infer_device"):
-        fn = getattr(backend, attr, None)
-        if fn is not None:
-            return fn
-    return None
-
-
-def model_dtype(backend: Any) -> torch.dtype | None:
-    """The float dtype the backend's torch model runs in (fp16 models want fp16 float inputs)."""
-    model = getattr(backend, "model", None)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.dtype
-    return None
-

@@ -182,7 +182,7 @@ def warm_up(seg: Segmenter, batch: int) -> float:
     first run, cuDNN autotuning, CUDA graph capture) happen before timing; returns ms taken."""
     t0 = time.perf_counter()
     sizes = sorted({1, max(1, batch)})
-    if str(getattr(seg.backend, "device", "cpu")).startswith("cuda"):
+    if str(seg.backend.frames_device or seg.backend.device).startswith("cuda"):
         sizes = list(range(1, max(1, batch) + 1))  # a CUDA graph is captured per batch size
     for side in seg.sizes:
         blank = np.zeros((side, side, 3), np.uint8)
@@ -223,24 +223,19 @@ def _device_path(seg: Segmenter, cfg: PipelineConfig) -> _DevicePath | None:
     if cfg.device_frames is False or seg.smooth:
         return None
     backend = seg.backend
-    device = str(getattr(backend, "torch_device", None) or getattr(backend, "device", "cpu"))
-    if cfg.device_frames is None and not device.startswith("cuda"):
+    device = str(backend.frames_device or backend.device)
+    if cfg.device_frames is None and not (backend.device_frames and device.startswith("cuda")):
         return None  # CPU backends: no torch import, the OpenCV path
+    if not backend.device_frames:
+        raise MsfError(f"{seg.describe()} cannot take frames on its device")
     try:
         from msf.runtime import gpu_frames
     except ImportError:  # TensorRT without torch (a bare Jetson image): frames stay on the host
         if cfg.device_frames:
             raise MsfError("keeping frames on the GPU needs PyTorch (pip install torch)") from None
         return None
-
-    run = gpu_frames.device_infer(backend)
-    if run is None:
-        if cfg.device_frames:
-            raise MsfError(f"{seg.describe()} cannot take frames on its device")
-        return None
     seg.single_size()  # the device path crops every face at one size
-    frames = gpu_frames.TorchFrames(device, seg.size)
-    return _DevicePath(frames, run, gpu_frames.model_dtype(backend))
+    return _DevicePath(gpu_frames.TorchFrames(device, seg.size), backend.infer_on_device, backend.float_dtype)
 
 
 @dataclass
@@ -475,8 +470,7 @@ def _infer_batch_device(seg: Segmenter, dev: _DevicePath, items: list[FrameItem]
     uploaded = [gf.upload(it.frame) for it in items]
     crops = torch.cat([gf.crops(x, it.places) for x, it in zip(uploaded, items)])
     spec = seg.backend.input_spec
-    step = seg.backend.max_batch or max(1, len(crops))
-    outs = [dev.run(gf.to_input(crops[i:i + step], spec, _float_dtype(seg, dev))) for i in range(0, len(crops), step)]
+    outs = [dev.run(gf.to_input(crops[part], spec, _float_dtype(seg, dev))) for part in seg.backend.batches(len(crops))]
     labels = gf.labels(torch.cat(outs) if outs else crops.new_zeros((0, seg.size, seg.size)), seg.backend.output_kind)
     if gf.cuda:  # kernels run asynchronously: without this, "infer" would time only their launches
         torch.cuda.synchronize(gf.device)

@@ -197,8 +197,7 @@ class Segmenter:
 
     def _infer_at(self, n: int, crops: list[np.ndarray], keys: list | None) -> np.ndarray:
         backend = self._backend_at(n)
-        step = backend.max_batch or len(crops)
-        chunks = [to_input(crops[i:i + step], backend.input_spec) for i in range(0, len(crops), step)]
+        chunks = [to_input(crops[part], backend.input_spec) for part in backend.batches(len(crops))]
         if keys is None:
             labels = np.concatenate([backend.labels(x) for x in chunks])
         else:
@@ -252,9 +251,8 @@ class Segmenter:
         """Run the backend once on square ``crops`` (blank ones will do) without touching any
         stream's state, so one-off costs (first run, autotuning, graph capture) are paid now."""
         backend = self._backend_at(crops[0].shape[0]) if crops else self.backend
-        step = backend.max_batch or len(crops)
-        for i in range(0, len(crops), step):
-            backend.infer(to_input(crops[i:i + step], backend.input_spec))
+        for part in backend.batches(len(crops)):
+            backend.infer(to_input(crops[part], backend.input_spec))
 
     def close(self) -> None:
         """Release every backend (each input size has its own)."""

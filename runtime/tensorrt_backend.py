@@ -14,7 +14,7 @@ import numpy as np
 
 from msf.contract import GraphContract, contract_from_io, read_sidecar
 from msf.errors import MsfError
-from msf.runtime.backends import Backend
+from msf.runtime.backends import Backend, pad_batch
 
 
 def _cudart():
@@ -89,7 +89,8 @@ class TensorRTBackend(Backend):
         super().__init__(contract)
         self.precision = (side or {}).get("precision", "fp16")
         self.device = gpu["name"]
-        self.torch_device = "cuda"  # the engine runs on the current CUDA device, where torch's frames live
+        self.device_frames = True  # infer_on_device: torch tensors in and out, no host copy
+        self.frames_device = "cuda"  # the engine runs on the current CUDA device, where torch's frames live
         self.stream = _check(self.cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
 
@@ -122,7 +123,7 @@ class TensorRTBackend(Backend):
         _check(rt.cudaStreamSynchronize(self.stream))
         return host_out
 
-    def infer_tensor(self, x: Any) -> Any:
+    def infer_on_device(self, x: Any) -> Any:
         """The engine on ``x``, a torch tensor already on the GPU (the frame-on-device path): TensorRT
         reads it and writes a new torch tensor in place, on torch's current stream, so no copy
         leaves the device and the caching allocator's stream order keeps both buffers alive. A
@@ -131,12 +132,7 @@ class TensorRTBackend(Backend):
 
         name, out_name = self.inputs[0], self.outputs[0]
         want = torch.from_numpy(np.empty(0, self.dtypes[name])).dtype
-        x = x.to(want).contiguous()
-        n, fixed = x.shape[0], self.input_spec.batch
-        if fixed is not None and n != fixed:
-            if n > fixed:
-                raise MsfError(f"the engine takes batches of {fixed}, got {n}")
-            x = torch.cat([x, x.new_zeros((fixed - n,) + tuple(x.shape[1:]))])
+        x, n = pad_batch(x.to(want).contiguous(), self.input_spec.batch)
         if not self.context.set_input_shape(name, tuple(x.shape)):
             raise MsfError(f"the engine does not take input shape {tuple(x.shape)}")
         out = torch.empty(tuple(self.context.get_tensor_shape(out_name)),

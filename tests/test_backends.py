@@ -200,7 +200,7 @@ class _FakeTrtContext:
 
 
 @pytest.mark.parametrize("fixed", [None, 4])
-def test_tensorrt_infer_tensor_plumbing(fixed):
+def test_tensorrt_infer_on_device_plumbing(fixed):
     """The frame-on-device entry of the TensorRT backend (no TensorRT here: a fake context checks
     the shapes, addresses, output allocation and the padding of a short batch)."""
     from msf.runtime.tensorrt_backend import TensorRTBackend
@@ -211,10 +211,10 @@ def test_tensorrt_infer_tensor_plumbing(fixed):
     b.dtypes = {"frames": np.dtype(np.uint8), "labels": np.dtype(np.uint8)}
     b.context = _FakeTrtContext(fixed)
     x = torch.from_numpy(np.random.default_rng(9).integers(0, 200, (3, 8, 8, 3), dtype=np.uint8))
-    out = b.infer_tensor(x)
+    out = b.infer_on_device(x)
     assert out.shape == (3, 8, 8) and out.dtype == torch.uint8
     assert torch.equal(out, x[..., 0] + 1)
     assert b.context.shape[0] == (fixed or 3)  # a fixed-batch engine got a padded batch
     if fixed:
         with pytest.raises(MsfError, match="batches of 4"):
-            b.infer_tensor(torch.zeros((5, 8, 8, 3), dtype=torch.uint8))
+            b.infer_on_device(torch.zeros((5, 8, 8, 3), dtype=torch.uint8))

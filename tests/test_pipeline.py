@@ -463,14 +463,16 @@ def test_graph_chunks_reuse_the_captured_batch_sizes():
 
 
 def test_pytorch_device_inference_matches_the_numpy_path(shipped_model):
-    """``infer_device`` (what the frame-on-device path calls) computes what ``infer`` returns."""
+    """``infer_on_device`` (what the frame-on-device path calls) computes what ``infer`` returns;
+    the backend declares the ability (and ONNX Runtime does not)."""
     torch = pytest.importorskip("torch")
     from msf.runtime.backends import create_backend
-    from msf.runtime.gpu_frames import device_infer
 
     b = create_backend(None, "pytorch", size=64)
+    assert b.device_frames and b.frames_device == "cpu" and b.float_dtype == torch.float32
+    assert not create_backend(None, "onnxruntime", size=64).device_frames
     x = np.random.default_rng(7).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    got = device_infer(b)(torch.from_numpy(x))
+    got = b.infer_on_device(torch.from_numpy(x))
     assert isinstance(got, torch.Tensor) and np.array_equal(got.numpy(), b.infer(x))
 
 
