@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msf.runtime.placer import Plan
 from msf.runtime.preprocess import i420_letterbox
 from msf.runtime.render import render, render_i420
 
@@ -53,6 +54,7 @@ class FrameItem:
     fps: float = 0.0  # rolling FPS and capture-to-write latency when written (for the sinks)
     latency_ms: float = 0.0
     payload: dict = field(default_factory=dict)  # per sink: what its prepare() left for send()
+    keys: list = field(default_factory=list)  # each square's smoothing key (placer.Plan.keys)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -143,10 +145,10 @@ class BgrPath:
         while (frame := self.job.source.read()) is not None:
             yield frame
 
-    def place(self, frame: np.ndarray) -> tuple[list[Any], list[np.ndarray], int]:
-        """The frame's squares, their crops, and its I420 row count (0: BGR)."""
-        places = self.run.seg.placements(frame, self.j)
-        return places, self.run.seg.crops(frame, places), 0
+    def place(self, frame: np.ndarray) -> tuple[Plan, list[np.ndarray], int]:
+        """The frame's plan (squares and smoothing keys), their crops, its I420 row count (0: BGR)."""
+        plan = self.run.seg.placer.place(frame, self.j)
+        return plan, self.run.seg.parser.crops(frame, plan.places), 0
 
     def render(self, item: FrameItem, hud: list[str] | None) -> np.ndarray:
         return render(item.frame, item.labels, self.run.cfg.render, hud, in_place=self.job.source.fresh_frames,
@@ -162,8 +164,8 @@ class DevicePath(BgrPath):
 
     format = "device"
 
-    def place(self, frame: np.ndarray) -> tuple[list[Any], list[np.ndarray], int]:
-        return self.run.seg.placements(frame, self.j), [], 0
+    def place(self, frame: np.ndarray) -> tuple[Plan, list[np.ndarray], int]:
+        return self.run.seg.placer.place(frame, self.j), [], 0
 
 
 class I420Path(BgrPath):
@@ -182,9 +184,9 @@ class I420Path(BgrPath):
     def close(self) -> None:
         self._frames.close()  # its decoder
 
-    def place(self, frame: np.ndarray) -> tuple[list[Any], list[np.ndarray], int]:
+    def place(self, frame: np.ndarray) -> tuple[Plan, list[np.ndarray], int]:
         seg, w = self.run.seg, frame.shape[1]
-        return seg.full_placements(self.rows, w, self.j), [i420_letterbox(frame, self.rows, w, seg.size)], self.rows
+        return seg.placer.full(self.rows, w, self.j), [i420_letterbox(frame, self.rows, w, seg.size)], self.rows
 
     def render(self, item: FrameItem, hud: list[str] | None) -> np.ndarray:
         return render_i420(item.frame, item.i420_rows, item.labels, self.run.cfg.render, hud)
@@ -218,9 +220,10 @@ class Reader:
                     break
                 t1, c1 = time.perf_counter(), time.thread_time()
                 run.stats.add("read", (t1 - t0) * 1000, (c1 - c0) * 1000)
-                places, crops, rows = self.path.place(frame)
+                plan, crops, rows = self.path.place(frame)
                 run.stats.add("preprocess", (time.perf_counter() - t1) * 1000, (time.thread_time() - c1) * 1000)
-                if not self.out.put(FrameItem(self.j, i, frame, src.t_capture, places, crops, i420_rows=rows)):
+                if not self.out.put(FrameItem(self.j, i, frame, src.t_capture, plan.places, crops, i420_rows=rows,
+                                              keys=plan.keys)):
                     return
                 i += 1
         finally:
@@ -271,14 +274,17 @@ class Infer:
 
 def infer_batch(run: Run, items: list[FrameItem]) -> None:
     """Infer every crop of ``items`` as one batch; each item gets its frame-sized labels."""
-    seg, stats = run.seg, run.stats
+    parser, stats = run.seg.parser, run.stats
     t1, c1 = time.perf_counter(), time.thread_time()
-    labels = seg.infer([c for it in items for c in it.crops], [it.stream for it in items for _ in it.crops])
+    if parser.smooth:  # each frame's keys, in order: faces gone since a stream's previous frame are forgotten
+        for it in items:
+            parser.forget_absent(it.stream, it.keys)
+    labels = parser.infer([c for it in items for c in it.crops], [k for it in items for k in it.keys])
     t2, c2 = time.perf_counter(), time.thread_time()
     k = 0
     for it in items:
         n = len(it.places)
-        it.labels = seg.assemble(it.shape, labels[k:k + n], it.places)
+        it.labels = parser.assemble(it.shape, labels[k:k + n], it.places)
         it.crops = []  # no longer needed: free them early
         k += n
     t3, c3 = time.perf_counter(), time.thread_time()

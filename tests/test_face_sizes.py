@@ -88,11 +88,11 @@ def test_segmenter_matched_sizes_batch_per_size_and_smooth_in_crop_order(tmp_pat
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (300, 400, 3), np.uint8)
     places = [Placement(10, 10, 90), Placement(150, 20, 200), Placement(300, 200, 80)]
-    seg._queue(0, places, ["a", "b", "c"])
-    labels = seg.infer(seg.crops(frame, places), [0, 0, 0])
+    labels = seg.parser.infer(seg.crops(frame, places), [(0, "a"), (0, "b"), (0, "c")])  # keys as a Plan has them
     assert [lab.shape[0] for lab in labels] == [rule_small, 128, rule_small]
-    assert [k[1] for k in seg._probs] == ["a", "c", "b"]  # per size, keyed in the crops' order
-    assert seg._probs[(0, "a")].shape[-1] == rule_small and seg._probs[(0, "b")].shape[-1] == 128
+    probs = seg.parser.probs
+    assert [k[1] for k in probs] == ["a", "c", "b"]  # per size, keyed in the crops' order
+    assert probs[(0, "a")].shape[-1] == rule_small and probs[(0, "b")].shape[-1] == 128
     # each size's labels are what that size's backend gives alone
     direct = Segmenter(ckpt, "pytorch", mode="full", size=rule_small)
     assert np.array_equal(labels[2], direct.infer(seg.crops(frame, places[2:]))[0])

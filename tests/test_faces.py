@@ -296,7 +296,7 @@ def test_face_mode_smoothing_is_per_tracked_face(val_faces):
     frame[300:640, 800:1140] = cv2.resize(val_faces[2][1], (340, 340), interpolation=cv2.INTER_AREA)
     for _ in range(2):
         labels = seg.predict(frame)
-    assert sorted(k for k in seg._probs) == [(0, 0), (0, 1)]  # one probability map per face
+    assert sorted(k for k in seg.parser.probs) == [(0, 0), (0, 1)]  # one probability map per face
     assert (labels[200:300, 200:300] == 1).mean() > 0.5 and (labels[420:520, 920:1020] == 1).mean() > 0.5
 
 

@@ -1,0 +1,130 @@
+"""Squares in, labels out: the ``Parser`` of a ``Segmenter``.
+
+It owns the backends (one per input size: a small face may be parsed at a smaller size), cuts
+each square at its size, runs them in batches the graph takes, smooths class probabilities over
+time per key (``smooth`` = A: p = A·p_prev + (1-A)·p_now; keys come with each frame's ``Plan``)
+and drops labelled islands that touch no part of the face. Called from one thread (inference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from msf.frames import to_input
+from msf.runtime.backends import Backend
+from msf.runtime.postprocess import drop_islands
+from msf.runtime.preprocess import Placement, assemble_labels, square_crop
+
+# Face-matched input sizes (face and auto modes, checkpoints only): a face whose square is at most
+# MAX_SIDE frame pixels is parsed at SIZE² when SIZE is below the Segmenter's size; larger faces
+# at the Segmenter's size. Off by default: measured with msf-eval --degrade (model card), the
+# shipped weights score 0.013-0.025 lower at 256² than at 384² on faces shrunk to 64-192 px, for
+# about half the inference cost.
+FACE_SIZE_RULE: tuple[tuple[int, int], ...] = ((192, 256),)
+
+
+class Parser:
+    """See the module docstring. ``new_backend(n)`` makes the backend of input size n when a
+    size rule needs it; ``size_rule``: ((max square side, size), ...)."""
+
+    def __init__(self, backend: Backend, new_backend: Callable[[int], Backend],
+                 size_rule: tuple[tuple[int, int], ...] = (), smooth: float = 0.0,
+                 clean_islands: bool = False) -> None:
+        self.backend, self._new_backend = backend, new_backend
+        self.size_rule, self.smooth, self.clean_islands = size_rule, smooth, clean_islands
+        self._backends: dict[int, Backend] = {}  # the other sizes' backends
+        self.probs: dict[object, np.ndarray] = {}  # smoothed class probabilities per key
+
+    @property
+    def size(self) -> int:
+        return self.backend.size
+
+    @property
+    def sizes(self) -> list[int]:
+        """Every input size this parser may run at (one, unless faces get matched sizes)."""
+        return sorted({self.size, *(n for _, n in self.size_rule)})
+
+    def size_for(self, place: Placement) -> int:
+        """The input size a square of ``place.side`` frame pixels is parsed at."""
+        for side, n in self.size_rule:
+            if place.side <= side:
+                return n
+        return self.size
+
+    def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
+        return [square_crop(frame, p, self.size_for(p)) for p in places]
+
+    def backend_at(self, n: int) -> Backend:
+        if n == self.size:
+            return self.backend
+        if n not in self._backends:
+            self._backends[n] = self._new_backend(n)
+        return self._backends[n]
+
+    def forget_absent(self, stream: int, keys: list) -> None:
+        """Drop the smoothing state of ``stream``'s keys that a frame no longer has (a face that
+        left, a switch between full and face): called per frame, in order, before its inference."""
+        for k in [k for k in self.probs if isinstance(k, tuple) and k[0] == stream and k not in keys]:
+            del self.probs[k]
+
+    def infer(self, crops: list[np.ndarray], keys: list | None = None) -> np.ndarray | list[np.ndarray]:
+        """Class ids for square BGR crops: an N×S×S array, or a list of S×S maps when the crops come
+        in several sizes (each size runs as its own batch). With smoothing, ``keys`` names each
+        crop's key (crops in frame order)."""
+        if not crops:
+            return np.zeros((0, self.size, self.size), dtype=np.uint8)
+        keys = keys if self.smooth else None
+        sizes = {c.shape[0] for c in crops}
+        if len(sizes) == 1:
+            return self._infer_at(sizes.pop(), crops, keys)
+        out: list[np.ndarray] = [None] * len(crops)  # type: ignore[list-item]
+        for n in sorted(sizes):
+            idx = [i for i, c in enumerate(crops) if c.shape[0] == n]
+            labels = self._infer_at(n, [crops[i] for i in idx], [keys[i] for i in idx] if keys else None)
+            for i, lab in zip(idx, labels):
+                out[i] = lab
+        return out
+
+    def _infer_at(self, n: int, crops: list[np.ndarray], keys: list | None) -> np.ndarray:
+        backend = self.backend_at(n)
+        chunks = [to_input(crops[part], backend.input_spec) for part in backend.batches(len(crops))]
+        if keys is None:
+            labels = np.concatenate([backend.labels(x) for x in chunks])
+        else:
+            labels = self._smoothed_labels(np.concatenate([backend.infer(x) for x in chunks]), keys)
+        if self.clean_islands:
+            labels = np.stack([drop_islands(lab) for lab in labels])
+        return labels
+
+    def _smoothed_labels(self, logits: np.ndarray, keys: list) -> np.ndarray:
+        """Exponential moving average of softmax probabilities per key, then argmax."""
+        out = np.empty((len(logits),) + logits.shape[2:], dtype=np.uint8)
+        for k, (lg, key) in enumerate(zip(logits, keys)):
+            e = np.exp(lg - lg.max(axis=0, keepdims=True))
+            p = e / e.sum(axis=0, keepdims=True)
+            prev = self.probs.get(key)
+            if prev is not None and prev.shape == p.shape:
+                p = self.smooth * prev + (1 - self.smooth) * p
+            self.probs[key] = p
+            out[k] = p.argmax(axis=0)
+        return out
+
+    @staticmethod
+    def assemble(shape: tuple[int, ...], labels: np.ndarray, places: list[Placement]) -> np.ndarray:
+        """One frame-sized label map from per-square labels (inverse warp, nearest; overlapping
+        faces: each pixel from the square it is most central in)."""
+        return assemble_labels(shape, labels, places)
+
+    def warmup(self, crops: list[np.ndarray]) -> None:
+        """Run the backend once on square ``crops`` (blank ones will do) without touching any
+        smoothing state, so one-off costs (first run, autotuning, graph capture) are paid now."""
+        backend = self.backend_at(crops[0].shape[0]) if crops else self.backend
+        for part in backend.batches(len(crops)):
+            backend.infer(to_input(crops[part], backend.input_spec))
+
+    def close(self) -> None:
+        """Release every backend (each input size has its own)."""
+        for b in [self.backend, *self._backends.values()]:
+            b.close()
