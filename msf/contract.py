@@ -25,10 +25,11 @@ DEFAULT_SIZE = 512  # the square input size the model was trained and is exporte
 # k×k blocks by the largest whole factor k that leaves a shrink under 2×, then one bilinear step
 # (plain INTER_AREA where no whole factor fits; bilinear when enlarging); "area" is one INTER_AREA
 # resize (bilinear when enlarging). Training, msf-eval, export verification and the runtime all
-# use the contract's rule. "block+bilinear" is the one rule: measured 2026-12 on the shipped
-# weights at their 384² default on the 100 validation faces (benchmarks/check_resize_rule.py),
-# F 0.7660 against 0.7659 with "area" (the rule they were trained with), and on 720p frames -> 384²
-# 0.37 against 3.0 ms per frame on one core (8×), which the pipeline's 100 FPS bar needs.
+# use the contract's rule. "block+bilinear" is the one rule, chosen by measurement
+# (benchmarks/check_resize_rule.py, results/resize_rule_cpu.md): the shipped weights at their 384²
+# default on their 100 validation faces score F 0.7660 with it against 0.7659 with "area" (the
+# rule they were trained with), and a 720p frame's letterbox to 384×216 costs 0.38 against 3.29 ms
+# on one core (I420 planes: 0.25 against 1.92 ms), which the pipeline's 100 FPS bar needs.
 RESIZE_RULES = ("block+bilinear", "area")
 DEFAULT_RESIZE = "block+bilinear"
 # A sidecar written before the rule was recorded: every msf runtime since the block shrink has made
