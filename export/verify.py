@@ -13,7 +13,7 @@ import torch
 from msf.contract import DEFAULT_SIZE, MODEL_CONTRACT, GraphContract, InputSpec
 from msf.data import Sample, list_samples, read_image, read_pair
 from msf.errors import MsfError
-from msf.frameops.fit import fit
+from msf.frameops.fit import fit, fit_labels
 from msf.frameops.normalize import to_input
 from msf.frames import rgb_to_bgr
 from msf.metrics import ce7454_fscore
@@ -137,7 +137,7 @@ def graph_batches(images_rgb: list[np.ndarray], spec: InputSpec, size: int = DEF
 
 def _score(mask: np.ndarray, labels: np.ndarray) -> float:
     if labels.shape != mask.shape:
-        labels = cv2.resize(labels, mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        labels = fit_labels(labels, mask.shape[1], mask.shape[0])
     return ce7454_fscore(mask, labels)
 
 
