@@ -181,7 +181,7 @@ def test_cli_export_writes_verified_onnx_and_sidecar(tmp_path, faces_root, shipp
     assert "PASS" in r.stdout and "opset / nodes" in r.stdout
     side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["input"] == {"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "bgr", "scale": 1.0,
-                             "size": 384, "batch": None}
+                             "size": 384, "batch": None, "resize": "block+bilinear"}  # the rule inputs are made by
     assert side["output"]["kind"] == "labels" and side["format"] == "onnx" and len(side["labels"]) == 19
     assert side["versions"]["onnxruntime"] and len(side["checkpoint_sha256"]) == 64
     assert side["verification"]["agreement"] >= 0.999
