@@ -1,12 +1,14 @@
 """Is msf-video's cheaper downscale as good as INTER_AREA? F-score and cost, side by side.
 
-The model was trained on INTER_AREA resizes. msf-video shrinks frames with
-``msf.runtime.preprocess.resize_to`` instead: a k×k block average by a whole factor (OpenCV's fast
-INTER_AREA path) followed by a bilinear step of less than 2× (``msf.runtime.align.shrink_factor``).
+The shipped weights were trained on INTER_AREA resizes (the "area" rule). msf-video shrinks frames
+by the "block+bilinear" rule instead (``msf.frameops.fit``): a k×k block average by a whole factor
+(OpenCV's fast INTER_AREA path) followed by a bilinear step of less than 2× (``shrink_factor``);
+since the rule became part of the graph contract, training and msf-eval use it too
+(benchmarks/check_resize_rule.py measured the choice at the default 384²).
 
 1. F: the shipped checkpoint's 100 validation faces (512², never trained on) scored like
    ``msf-eval --split val --size S`` at input sizes S where the faces must be shrunk (ratios
-   1.14-3.2), once with INTER_AREA (what msf-eval and training use) and once with ``resize_to``.
+   1.14-3.2), once with INTER_AREA and once with "block+bilinear" (``resize_to`` in the tables).
    Accepted when F drops by at most 0.002 at every size.
 2. Cost: the letterbox's resize of 640×480, 1280×720 and 1920×1080 frames (to their part of the
    512² input), one-step INTER_AREA (the code before) against ``resize_to``; OpenCV on one thread
@@ -19,7 +21,7 @@ Writes benchmarks/results/letterbox_cpu.{json,md}.
 
 ``--i420``: the same F check for the I420 frame path (full mode, video file -> H.264), which
 shrinks the decoder's Y, U and V planes and converts only the shrunk image to BGR
-(``msf.runtime.preprocess.i420_letterbox``), against converting the whole frame to BGR first and
+(``msf.frameops.crop.i420_letterbox``), against converting the whole frame to BGR first and
 shrinking that (``resize_to``); each face goes through OpenCV's BGR -> I420 first, as a video
 frame would be. Writes benchmarks/results/letterbox_i420_cpu.{json,md}.
 """
@@ -47,9 +49,9 @@ def area(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def runtime_resize(img: np.ndarray, size: int) -> np.ndarray:
-    from msf.runtime.preprocess import resize_to
+    from msf.frameops.fit import fit
 
-    return resize_to(img, size, size)
+    return fit(img, size, size, "block+bilinear")
 
 
 def _as_i420(rgb: np.ndarray) -> np.ndarray:
@@ -63,7 +65,7 @@ def bgr_then_shrink(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def i420_then_convert(rgb: np.ndarray, size: int) -> np.ndarray:
     """The I420 path: planes shrunk, then converted (a square frame: its letterbox is itself)."""
-    from msf.runtime.preprocess import i420_letterbox
+    from msf.frameops.crop import i420_letterbox
 
     h, w = rgb.shape[:2]
     return cv2.cvtColor(i420_letterbox(_as_i420(rgb), h, w, size), cv2.COLOR_BGR2RGB)
@@ -110,9 +112,10 @@ def costs() -> list[dict]:
     """The letterbox's resize (the whole frame to its 512-wide canvas) per frame size, one-step
     INTER_AREA vs ``resize_to`` (one OpenCV thread)."""
     from msf.data import list_samples
+    from msf.frameops.fit import fit
+    from msf.frameops.geometry import crop_windows
+    from msf.frameops.geometry import letterbox as letterbox_placement
     from msf.paths import data_root
-    from msf.runtime.align import crop_windows
-    from msf.runtime.preprocess import letterbox_placement, resize_to
     from msf.runtime.timing import time_calls
 
     face = cv2.imread(str(list_samples(data_root() / "unlabeled", require_masks=False)[0].image))
@@ -126,7 +129,7 @@ def costs() -> list[dict]:
             cw, ch = cx1 - cx0, cy1 - cy0
             old = time_calls(lambda f=frame, s=(cw, ch): cv2.resize(f, s, interpolation=cv2.INTER_AREA),
                              iters=50, warmup=5)
-            new = time_calls(lambda f=frame, s=(cw, ch): resize_to(f, *s), iters=50, warmup=5)
+            new = time_calls(lambda f=frame, s=(cw, ch): fit(f, *s, "block+bilinear"), iters=50, warmup=5)
             rows.append({"frame": f"{w}×{h}", "canvas": f"{cw}×{ch}", "inter_area_ms": float(np.median(old)),
                          "resize_to_ms": float(np.median(new)), "speedup": float(np.median(old) / np.median(new))})
             print(f"{w}×{h} -> {cw}×{ch}: INTER_AREA {np.median(old):.2f} ms  resize_to {np.median(new):.2f} ms",

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 
 from msf.contract import DEFAULT_SIZE, MODEL_CONTRACT, GraphContract, InputSpec
-from msf.data import Sample, list_samples, read_image, read_pair, resize_image
+from msf.data import Sample, list_samples, read_image, read_pair
 from msf.errors import MsfError
-from msf.frames import rgb_to_bgr, to_input
+from msf.frameops.fit import fit, fit_labels
+from msf.frameops.normalize import to_input
+from msf.frames import rgb_to_bgr
 from msf.metrics import ce7454_fscore
 from msf.paths import data_root
 
@@ -116,10 +118,10 @@ def load_verification_images(data: str | Path | None, count: int, seed: int = 0,
 
 
 def graph_input(images_rgb: list[np.ndarray], spec: InputSpec, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """The graph's input for RGB images resized to the graph's size (``size`` when it is dynamic),
-    built by the runtime's own ``msf.frames.to_input``."""
+    """The graph's input for RGB images resized to the graph's size (``size`` when it is dynamic)
+    by its contract's rule, built by the runtime's own ``fit`` and ``to_input`` (``msf.frameops``)."""
     side = spec.size or size
-    return to_input([rgb_to_bgr(resize_image(im, side)) for im in images_rgb], spec)
+    return to_input(spec, [rgb_to_bgr(fit(im, side, side, spec.resize)) for im in images_rgb])
 
 
 def graph_batches(images_rgb: list[np.ndarray], spec: InputSpec, size: int = DEFAULT_SIZE) -> list[np.ndarray]:
@@ -135,7 +137,7 @@ def graph_batches(images_rgb: list[np.ndarray], spec: InputSpec, size: int = DEF
 
 def _score(mask: np.ndarray, labels: np.ndarray) -> float:
     if labels.shape != mask.shape:
-        labels = cv2.resize(labels, mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        labels = fit_labels(labels, mask.shape[1], mask.shape[0])
     return ce7454_fscore(mask, labels)
 
 

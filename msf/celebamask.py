@@ -28,14 +28,15 @@ def part_path(root: Path, index: int, part: str) -> Path:
 
 def merge_parts(root: str | Path, index: int, size: int = 512) -> np.ndarray:
     """One class-id mask from the per-part PNGs, merged in label-id order (later ids win)."""
-    from msf.data import read_mask_any, resize_mask
+    from msf.data import read_mask_any
+    from msf.frameops.fit import fit_labels
 
     root = Path(root)
     mask = np.zeros((size, size), dtype=np.uint8)
     for cid, part in enumerate(LABELS[1:], start=1):
         p = part_path(root, index, part)
         if p.exists():
-            m = resize_mask(read_mask_any(p), size)
+            m = fit_labels(read_mask_any(p), size, size)
             mask[m > 0] = cid
     return mask
 

@@ -21,6 +21,21 @@ from msf.labels import NUM_CLASSES
 
 DEFAULT_SIZE = 512  # the square input size the model was trained and is exported at
 
+# How a picture is resized to the model's input (``msf.frameops.fit``): "block+bilinear" averages
+# k×k blocks by the largest whole factor k that leaves a shrink under 2×, then one bilinear step
+# (plain INTER_AREA where no whole factor fits; bilinear when enlarging); "area" is one INTER_AREA
+# resize (bilinear when enlarging). Training, msf-eval, export verification and the runtime all
+# use the contract's rule. "block+bilinear" is the one rule, chosen by measurement
+# (benchmarks/check_resize_rule.py, results/resize_rule_cpu.md): the shipped weights at their 384²
+# default on their 100 validation faces score F 0.7660 with it against 0.7659 with "area" (the
+# rule they were trained with), and a 720p frame's letterbox to 384×216 costs 0.38 against 3.29 ms
+# on one core (I420 planes: 0.25 against 1.92 ms), which the pipeline's 100 FPS bar needs.
+RESIZE_RULES = ("block+bilinear", "area")
+DEFAULT_RESIZE = "block+bilinear"
+# A sidecar written before the rule was recorded: every msf runtime since the block shrink has made
+# such a graph's inputs with "block+bilinear", so it keeps getting them.
+LEGACY_RESIZE = "block+bilinear"
+
 # Model-file extensions, by kind (the only definition: CLIs and backends import these).
 CHECKPOINT_EXTS: tuple[str, ...] = (".pt", ".pth")
 ONNX_EXTS: tuple[str, ...] = (".onnx",)
@@ -48,7 +63,8 @@ def _check_dim(value: int | None, what: str) -> None:
 class InputSpec:
     """The graph's input: BGR frames become ``dtype`` in ``layout`` and ``color`` order, times ``scale``.
 
-    ``size`` is the square side (None: any size); ``batch`` the fixed batch (None: any batch).
+    ``size`` is the square side (None: any size); ``batch`` the fixed batch (None: any batch);
+    ``resize`` the rule pictures are resized to ``size`` with (``RESIZE_RULES``, see above).
     """
 
     name: str = "image"
@@ -58,8 +74,10 @@ class InputSpec:
     scale: float = 1 / 255
     size: int | None = DEFAULT_SIZE
     batch: int | None = None
+    resize: str = DEFAULT_RESIZE
 
     def __post_init__(self) -> None:
+        _check(self.resize, RESIZE_RULES, "input resize")
         _check(self.dtype, INPUT_DTYPES, "input dtype")
         _check(self.layout, LAYOUTS, "input layout")
         _check(self.color, COLORS, "input color")
@@ -78,7 +96,8 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
-        """From a sidecar's ``input`` dict (unknown keys ignored; old sidecars without ``scale`` accepted)."""
+        """From a sidecar's ``input`` dict (unknown keys ignored; old sidecars without ``scale`` or
+        ``resize`` accepted: ``resize`` then is ``LEGACY_RESIZE``)."""
         dtype = d.get("dtype", "float32")
         scale = d.get("scale")
         if isinstance(scale, str):  # "1/255" as checkpoints record it
@@ -87,7 +106,8 @@ class InputSpec:
         if scale is None:
             scale = 1.0 if dtype == "uint8" else 1 / 255
         return cls(name=d.get("name", "image"), dtype=dtype, layout=d.get("layout", "NCHW"),
-                   color=d.get("color", "rgb"), scale=float(scale), size=d.get("size"), batch=d.get("batch"))
+                   color=d.get("color", "rgb"), scale=float(scale), size=d.get("size"), batch=d.get("batch"),
+                   resize=d.get("resize", LEGACY_RESIZE))
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from msf import celebamask
+from msf.contract import MODEL_CONTRACT
 from msf.errors import MsfError
+from msf.frameops.fit import FitSpec, fit, fit_labels, fit_tensor
 from msf.labels import NUM_CLASSES
 from msf.paths import IMAGE_EXTS
 
@@ -121,7 +122,7 @@ def read_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     if sample.official_root is not None:
         # Official images are 1024² and part masks 512²: parse at the masks' resolution.
         mask = celebamask.merge_parts(sample.official_root, int(sample.name))
-        return resize_image(img, mask.shape[0]), mask
+        return fit(img, mask.shape[1], mask.shape[0], MODEL_CONTRACT.input.resize), mask
     if sample.mask is None:
         raise MsfError(f"no mask for {sample.name}")
     mask = read_mask(sample.mask)
@@ -166,41 +167,15 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    """Square resize with area averaging when shrinking (what inference does too)."""
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    interp = cv2.INTER_AREA if size < img.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    if mask.shape[0] == size and mask.shape[1] == size:
-        return mask
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-
-
-def _area_weights(n: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """m×n matrix averaging n samples into m by fractional coverage: what cv2.INTER_AREA does
-    when shrinking (torch's "area" mode is adaptive pooling, which differs for non-integer ratios)."""
-    scale = n / m
-    start = torch.arange(m, dtype=torch.float64)[:, None] * scale
-    j = torch.arange(n, dtype=torch.float64)[None, :]
-    overlap = (torch.minimum(start + scale, j + 1) - torch.maximum(start, j)).clamp(min=0)
-    return (overlap / scale).to(dtype=dtype, device=device)
-
-
-def resize_batch(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch (N×3×H×W images, N×H×W labels) at ``size``²: area averaging when
-    shrinking, like :func:`resize_image`; nearest labels, like :func:`resize_mask`."""
+def resize_batch(x: torch.Tensor, y: torch.Tensor, size: int,
+                 rule: str = MODEL_CONTRACT.input.resize) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch (N×3×H×W float images, N×H×W labels) at ``size``²: images by the
+    contract's resize rule, labels nearest (``msf.frameops.fit``, as the dataset's)."""
     h, w = x.shape[-2:]
     if h == size and w == size:
         return x, y
-    if size < min(h, w):
-        x = _area_weights(h, size, x.dtype, x.device) @ x @ _area_weights(w, size, x.dtype, x.device).T
-    else:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    y = F.interpolate(y[:, None].float(), size=(size, size), mode="nearest")[:, 0].to(y.dtype)
+    x = fit_tensor(FitSpec(w, h, size, size, rule), x)
+    y = fit_tensor(FitSpec(w, h, size, size, "nearest"), y[:, None].float())[:, 0].to(y.dtype)
     return x, y
 
 
@@ -218,8 +193,9 @@ class FaceDataset(torch.utils.data.Dataset):
         self.degrade = degrade
         self.crop = crop if crop and crop < size else None
         pairs = pairs if pairs is not None else [read_pair(s) for s in samples]
-        self.images = [resize_image(i, size) for i, _ in pairs]
-        self.masks = [resize_mask(m, size) for _, m in pairs]
+        rule = MODEL_CONTRACT.input.resize
+        self.images = [fit(i, size, size, rule) for i, _ in pairs]
+        self.masks = [fit_labels(m, size, size) for _, m in pairs]
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -9,8 +9,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from msf.data import resize_image, to_tensor
+from msf.contract import MODEL_CONTRACT
+from msf.data import to_tensor
+from msf.frameops.fit import fit
 from msf.metrics import MetricAccumulator
+
+
+def fit_square(img: np.ndarray, size: int) -> np.ndarray:
+    """``img`` at ``size``² by the model contract's resize rule (``msf.frameops.fit``)."""
+    return fit(img, size, size, MODEL_CONTRACT.input.resize)
 
 
 def autocast(device: torch.device, amp: str):
@@ -24,7 +31,7 @@ def autocast(device: torch.device, amp: str):
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: list[np.ndarray], size: int,
                    device: torch.device | str = "cpu", amp: str = "off",
-                   resize: Callable[[np.ndarray, int], np.ndarray] = resize_image) -> torch.Tensor:
+                   resize: Callable[[np.ndarray, int], np.ndarray] = fit_square) -> torch.Tensor:
     """Logits (N×C×H×W at the images' own size) for same-sized RGB uint8 images run at ``size``²
     (made ``size``² by ``resize``)."""
     device = torch.device(device)
@@ -40,7 +47,7 @@ def predict_logits(model: torch.nn.Module, images: list[np.ndarray], size: int,
 
 def predict_labels(model: torch.nn.Module, images: list[np.ndarray], size: int,
                    device: torch.device | str = "cpu", amp: str = "off",
-                   resize: Callable[[np.ndarray, int], np.ndarray] = resize_image) -> np.ndarray:
+                   resize: Callable[[np.ndarray, int], np.ndarray] = fit_square) -> np.ndarray:
     """Class ids (N×H×W uint8) for same-sized RGB uint8 images run at ``size``²."""
     return predict_logits(model, images, size, device, amp, resize).argmax(1).to(torch.uint8).cpu().numpy()
 
@@ -54,7 +61,7 @@ def evaluate_pairs(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndar
                    device: torch.device | str = "cpu", amp: str = "off", batch: int = 8,
                    on_prediction: Callable[[int, np.ndarray], None] | None = None,
                    progress: Callable[[int], None] | None = None,
-                   resize: Callable[[np.ndarray, int], np.ndarray] = resize_image) -> dict:
+                   resize: Callable[[np.ndarray, int], np.ndarray] = fit_square) -> dict:
     """Score ``model`` on (image, mask) pairs at input ``size`` (images made ``size``² by
     ``resize``); labels compared at mask size."""
     was_training = model.training

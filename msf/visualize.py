@@ -1,4 +1,5 @@
-"""Label maps as palette PNGs and colour overlays (shared by msf-eval, the runtime and docs)."""
+"""Label maps as palette PNGs and colour images (shared by msf-eval, the runtime and docs);
+overlays are ``msf.frameops.overlay``."""
 
 from __future__ import annotations
 
@@ -16,15 +17,6 @@ from msf.labels import PALETTE, palette_bytes
 def colorize(labels: np.ndarray) -> np.ndarray:
     """H×W class ids -> H×W×3 RGB palette colours."""
     return PALETTE[labels]
-
-
-def overlay(image_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the palette colours of ``labels`` over an RGB image (background left untouched)."""
-    color = colorize(labels)
-    out = cv2.addWeighted(image_rgb, 1 - alpha, color, alpha, 0)
-    bg = labels == 0
-    out[bg] = image_rgb[bg]
-    return out
 
 
 def label_png_bytes(labels: np.ndarray, level: int = 1) -> bytes:

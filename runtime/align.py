@@ -1,10 +1,5 @@
-"""One geometry spec for every square the model sees: a ``Placement`` is a similarity transform
-(rotation + uniform scale + translation) between the frame and the model input.
-
-Coordinates follow OpenCV's pixel-index convention: pixel (i, j) of an image has its centre at
-x = j, y = i, so ``Placement.matrix(size)`` can be passed straight to ``cv2.warpAffine`` (frame ->
-size×size input). A torch path converts it for ``affine_grid`` (``align_corners=False``) by
-mapping index coordinates u to normalised ones (2u + 1) / n - 1 on both sides.
+"""Face alignment: where a face's square goes (a ``Placement``, ``msf.frameops.geometry``: the
+one geometry spec for every square the model sees) from its landmarks or its detector box.
 
 The landmark template (``TEMPLATE``) is where YuNet's 5 landmarks sit on the CelebAMask-HQ
 training crops, so an aligned face looks to the model like the faces it was trained on.
@@ -12,12 +7,10 @@ training crops, so an aligned face looks to the model like the faces it was trai
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from msf.contract import DEFAULT_SIZE
+from msf.frameops.geometry import Placement
 
 # Measured with ``python benchmarks/measure_face_template.py``: YuNet-n (this package's file,
 # OpenCV 4.14 FaceDetectorYN, score ≥ 0.6) on the 800 training faces of the data root (the shipped
@@ -38,107 +31,6 @@ TEMPLATE = np.array([
 # box-only fallback when landmarks are unreliable.
 BOX_CENTER = (0.5047, 0.5553)
 BOX_SIDE = 0.7289
-
-
-@dataclass(frozen=True)
-class Placement:
-    """The square of the frame one model input covers: ``side``×``side`` pixels with top-left
-    corner (``x0``, ``y0``) before a rotation of ``angle`` degrees (counter-clockwise as seen on
-    screen) about the square's centre. Parts outside the frame are zero padding.
-
-    Integer ``x0``, ``y0``, ``side`` with ``angle == 0`` is the axis-aligned case (letterbox, box
-    crops): cropped with a plain resize (``shrink_factor``) and pasted pixel-exactly.
-    """
-
-    x0: float
-    y0: float
-    side: float
-    angle: float = 0.0
-
-    @property
-    def axis_aligned(self) -> bool:
-        return self.angle == 0 and all(float(v).is_integer() for v in (self.x0, self.y0, self.side))
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return self.x0 + self.side / 2, self.y0 + self.side / 2
-
-    def matrix(self, size: int) -> np.ndarray:
-        """2×3 float64 affine matrix: frame pixel coordinates -> model-input pixel coordinates at
-        ``size``×``size`` (index convention, see the module docstring)."""
-        k = size / self.side
-        t = math.radians(self.angle)
-        c, s = math.cos(t) * k, math.sin(t) * k
-        cx, cy = self.center
-        # u = k·R(-angle)·(x + 0.5 - centre) + size/2 - 0.5 (continuous edges -> pixel indices)
-        lin = np.array([[c, -s], [s, c]])  # turns the square's content upright (y points down)
-        off = size / 2 - 0.5 - lin @ np.array([cx - 0.5, cy - 0.5])
-        return np.hstack([lin, off[:, None]])
-
-    def theta(self, size: int, frame_hw: tuple[int, int]) -> np.ndarray:
-        """The same warp as ``matrix(size)`` as a 2×3 ``theta`` for ``torch.nn.functional.affine_grid``
-        (``align_corners=False``): output normalised coordinates -> frame normalised coordinates."""
-        h, w = frame_hw
-        m = self.matrix(size)
-        ai = np.linalg.inv(m[:, :2])
-        bi = -ai @ m[:, 2]
-        # input index u = (size/2)·n + (size-1)/2; frame normalised = (2x + 1)/W - 1
-        lin = ai * (size / 2)
-        off = ai @ np.full(2, (size - 1) / 2) + bi
-        norm = np.array([2 / w, 2 / h])
-        return np.hstack([lin * norm[:, None], (off * norm + norm / 2 - 1)[:, None]])
-
-    def corners(self) -> np.ndarray:
-        """4×2 frame coordinates (continuous, pixel edges) of the square's corners."""
-        cx, cy = self.center
-        t = math.radians(self.angle)
-        c, s = math.cos(t), math.sin(t)
-        h = self.side / 2
-        pts = np.array([[-h, -h], [h, -h], [h, h], [-h, h]])
-        rot = np.array([[c, s], [-s, c]])  # inverse of R(-angle) above
-        return pts @ rot.T + [cx, cy]
-
-    @staticmethod
-    def from_matrix(m: np.ndarray, size: int) -> Placement:
-        """The placement whose ``matrix(size)`` is the similarity ``m`` (2×3, no reflection)."""
-        a, b = float(m[0, 0]), float(m[1, 0])
-        k = math.hypot(a, b)
-        angle = math.degrees(math.atan2(b, a))
-        side = size / k
-        lin = m[:, :2]
-        # centre: the frame point mapped to the input's centre
-        centre = np.linalg.solve(lin, np.array([size / 2 - 0.5, size / 2 - 0.5]) - m[:, 2]) + 0.5
-        return Placement(float(centre[0] - side / 2), float(centre[1] - side / 2), side, angle)
-
-
-def crop_windows(place: Placement, h: int, w: int, size: int
-                 ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None:
-    """For an axis-aligned ``place`` in an h×w frame: its in-frame window (x0, y0, x1, y1) and
-    where that window lands on the size×size input canvas; None when nothing is in the frame.
-    The one definition both crop paths (OpenCV and torch) use."""
-    x0, y0, s = int(place.x0), int(place.y0), int(place.side)
-    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return None
-    k = size / s
-    canvas = (round((fx0 - x0) * k), round((fy0 - y0) * k), round((fx1 - x0) * k), round((fy1 - y0) * k))
-    return (fx0, fy0, fx1, fy1), canvas
-
-
-def shrink_factor(src_w: int, src_h: int, dst_w: int, dst_h: int) -> int:
-    """How a src_w×src_h image is shrunk to dst_w×dst_h for the model input: first averaged over
-    k×k blocks by the returned whole factor k (OpenCV's fast INTER_AREA path; 1: no such step),
-    then resized bilinearly by the remaining factor, which is under 2, so bilinear skips no
-    pixel. 0: no whole factor divides both sides that well; a plain INTER_AREA resize instead.
-
-    Measured on the 100 validation faces at shrink ratios 1.14-3.2: CE7454 F within 0.0003 of an
-    INTER_AREA resize (what training uses), at a sixth of its cost on 720p frames.
-    The one definition both crop paths (OpenCV and torch) use."""
-    ratio = min(src_w / dst_w, src_h / dst_h)
-    for k in range(int(ratio), 1, -1):
-        if src_w % k == 0 and src_h % k == 0:
-            return k if ratio / k < 2 else 0
-    return 1 if ratio < 2 else 0
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]:

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from msf.frames import to_input
+from msf.frameops.crop import crop
+from msf.frameops.geometry import letterbox
+from msf.frameops.normalize import to_input
 from msf.metrics import bootstrap_ci, ce7454_fscore
 from msf.runtime.backends import Backend
-from msf.runtime.preprocess import letterbox_placement, square_crop
 from msf.runtime.timing import summarize, time_calls
 
 NOISY_CV = 0.10  # coefficient of variation above which a run is flagged as noisy
@@ -48,8 +49,8 @@ def measure(backend: Backend, frames: list[np.ndarray], settings: BenchSettings,
             clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Compute-only and end-to-end latency statistics for batches of ``settings.batch`` frames."""
     batch = [frames[i % len(frames)] for i in range(settings.batch)]
-    x = to_input([square_crop(f, letterbox_placement(*f.shape[:2]), backend.size) for f in batch],
-                 backend.input_spec)
+    spec = backend.input_spec
+    x = to_input(spec, [crop(f, letterbox(*f.shape[:2]), backend.size, spec.resize) for f in batch])
     seg = _segmenter(backend)
 
     def timed(fn: Callable[[], Any]) -> np.ndarray:

@@ -14,8 +14,8 @@ import numpy as np
 import msf
 from msf.contract import DEFAULT_SIZE
 from msf.errors import MsfError
-from msf.runtime.align import Placement, aligned_placement, box_placement
-from msf.runtime.preprocess import window_matrix
+from msf.frameops.geometry import Placement, window_matrix
+from msf.runtime.align import aligned_placement, box_placement
 
 MODEL_DIR = Path(msf.__file__).resolve().parent / "models" / "yunet"  # shipped as package data
 YUNET_FILE = MODEL_DIR / "yunet_n_320_320.onnx"

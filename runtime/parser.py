@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from msf.frames import to_input
+from msf.frameops.crop import crop
+from msf.frameops.geometry import Placement
+from msf.frameops.normalize import to_input
+from msf.frameops.paste import assemble
 from msf.runtime.backends import Backend
 from msf.runtime.postprocess import drop_islands
-from msf.runtime.preprocess import Placement, assemble_labels, square_crop
 
 # Face-matched input sizes (face and auto modes, checkpoints only): a face whose square is at most
 # MAX_SIDE frame pixels is parsed at SIZE² when SIZE is below the Segmenter's size; larger faces
@@ -54,7 +56,8 @@ class Parser:
         return self.size
 
     def crops(self, frame: np.ndarray, places: list[Placement]) -> list[np.ndarray]:
-        return [square_crop(frame, p, self.size_for(p)) for p in places]
+        rule = self.backend.input_spec.resize  # every size's graph is the same model's
+        return [crop(frame, p, self.size_for(p), rule) for p in places]
 
     def backend_at(self, n: int) -> Backend:
         if n == self.size:
@@ -89,7 +92,7 @@ class Parser:
 
     def _infer_at(self, n: int, crops: list[np.ndarray], keys: list | None) -> np.ndarray:
         backend = self.backend_at(n)
-        chunks = [to_input(crops[part], backend.input_spec) for part in backend.batches(len(crops))]
+        chunks = [to_input(backend.input_spec, crops[part]) for part in backend.batches(len(crops))]
         if keys is None:
             labels = np.concatenate([backend.labels(x) for x in chunks])
         else:
@@ -115,14 +118,14 @@ class Parser:
     def assemble(shape: tuple[int, ...], labels: np.ndarray, places: list[Placement]) -> np.ndarray:
         """One frame-sized label map from per-square labels (inverse warp, nearest; overlapping
         faces: each pixel from the square it is most central in)."""
-        return assemble_labels(shape, labels, places)
+        return assemble(shape, labels, places)
 
     def warmup(self, crops: list[np.ndarray]) -> None:
         """Run the backend once on square ``crops`` (blank ones will do) without touching any
         smoothing state, so one-off costs (first run, autotuning, graph capture) are paid now."""
         backend = self.backend_at(crops[0].shape[0]) if crops else self.backend
         for part in backend.batches(len(crops)):
-            backend.infer(to_input(crops[part], backend.input_spec))
+            backend.infer(to_input(backend.input_spec, crops[part]))
 
     def close(self) -> None:
         """Release every backend (each input size has its own)."""

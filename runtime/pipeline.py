@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from msf.errors import MsfError
-from msf.runtime.preprocess import i420_letterbox_size
+from msf.frameops.crop import i420_letterbox_size
 from msf.runtime.render import RenderOptions
 from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import BGR, I420, Sink
@@ -173,7 +173,8 @@ def _device_frames(seg: Segmenter, cfg: PipelineConfig) -> DeviceFrames | None:
         return None
     seg.single_size()  # the device path crops every face at one size
     dtype = backend.float_dtype if backend.input_spec.dtype != "uint8" else None
-    return DeviceFrames(gpu_frames.TorchFrames(device, seg.size), backend.infer_on_device, dtype)
+    frames = gpu_frames.TorchFrames(device, seg.size, backend.input_spec.resize)
+    return DeviceFrames(frames, backend.infer_on_device, dtype)
 
 
 def run_pipeline(seg: Segmenter, jobs: list[Job], cfg: PipelineConfig, stats: PipelineStats,

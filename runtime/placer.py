@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from msf.runtime.preprocess import Placement, letterbox_placement
+from msf.frameops.geometry import Placement, letterbox
 
 MODES = ("auto", "full", "face")
 DEFAULT_MODE = "auto"  # msf-video's --mode default too
@@ -58,11 +58,11 @@ class Placer:
         if self.mode == "auto" and places:
             from msf.runtime.align import square_iou
 
-            full = letterbox_placement(*frame.shape[:2])
+            full = letterbox(*frame.shape[:2])
             if max(square_iou(p, full) for p in places) >= AUTO_FULL_IOU:
                 return Plan([full], [(stream, "full")])
         return Plan(places, [(stream, k) for k in tracker.track_ids])
 
     def full(self, h: int, w: int, stream: int = 0) -> Plan:
         """The plan of a full-mode frame, from its size alone: the letterbox."""
-        return Plan([letterbox_placement(h, w)], [(stream, "full")])
+        return Plan([letterbox(h, w)], [(stream, "full")])

@@ -19,11 +19,12 @@ import numpy as np
 
 from msf.contract import CHECKPOINT_EXTS
 from msf.errors import MsfError
+from msf.frameops.geometry import Placement
+from msf.frameops.paste import assemble
 from msf.runtime.backends import Backend, create_backend
 from msf.runtime.faces import DETECT_SIZE, SCAN_EVERY, SCORE_THRESHOLD
 from msf.runtime.parser import FACE_SIZE_RULE, Parser
 from msf.runtime.placer import AUTO_FULL_IOU, DEFAULT_MODE, MODES, Placer
-from msf.runtime.preprocess import Placement, assemble_labels
 from msf.sizes import check_size
 
 __all__ = ["AUTO_FULL_IOU", "DEFAULT_MODE", "FACE_SIZE_RULE", "MODES", "Segmenter"]
@@ -175,7 +176,7 @@ class Segmenter:
     def assemble(shape: tuple[int, ...], labels: np.ndarray, places: list[Placement]) -> np.ndarray:
         """One frame-sized label map from per-square labels (inverse warp, nearest; overlapping
         faces: each pixel from the square it is most central in)."""
-        return assemble_labels(shape, labels, places)
+        return assemble(shape, labels, places)
 
     def predict(self, frame_bgr: np.ndarray) -> np.ndarray:
         """H×W uint8 class ids for one BGR frame (OpenCV's channel order)."""

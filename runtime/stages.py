@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msf.frameops.crop import i420_letterbox
 from msf.runtime.placer import Plan
-from msf.runtime.preprocess import i420_letterbox
 from msf.runtime.render import render, render_i420
 
 if TYPE_CHECKING:
@@ -186,7 +186,8 @@ class I420Path(BgrPath):
 
     def place(self, frame: np.ndarray) -> tuple[Plan, list[np.ndarray], int]:
         seg, w = self.run.seg, frame.shape[1]
-        return seg.placer.full(self.rows, w, self.j), [i420_letterbox(frame, self.rows, w, seg.size)], self.rows
+        crop = i420_letterbox(frame, self.rows, w, seg.size, seg.backend.input_spec.resize)
+        return seg.placer.full(self.rows, w, self.j), [crop], self.rows
 
     def render(self, item: FrameItem, hud: list[str] | None) -> np.ndarray:
         return render_i420(item.frame, item.i420_rows, item.labels, self.run.cfg.render, hud)

@@ -10,12 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from msf.frameops.base import i420_planes
 
-def i420_planes(yuv: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U and V planes of an h-row I420 buffer."""
-    w = yuv.shape[1]
-    chroma = yuv[h:].reshape(2, h // 2, w // 2)
-    return yuv[:h], chroma[0], chroma[1]
+__all__ = ["i420_planes", "plane_view"]
 
 
 def plane_view(plane: Any) -> np.ndarray:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from msf.contract import (
+    DEFAULT_RESIZE,
     DEFAULT_SIZE,
+    LEGACY_RESIZE,
     MODEL_CONTRACT,
     RUNTIME_CONTRACT,
     GraphContract,
@@ -74,6 +76,22 @@ def test_old_sidecars_and_checkpoint_convention_are_read():
     c = GraphContract.from_dict(old)
     assert c == MODEL_CONTRACT and c.input.scale == pytest.approx(1 / 255)
     assert InputSpec.from_dict({"color": "rgb", "layout": "NCHW", "scale": "1/255"}).scale == pytest.approx(1 / 255)
+
+
+def test_the_resize_rule_is_part_of_the_contract(tmp_path):
+    """The rule inputs are resized by travels in the sidecar; one written before it was recorded
+    gets the rule msf ran it with (``LEGACY_RESIZE``); an unknown rule is refused."""
+    assert RUNTIME_CONTRACT.input.resize == MODEL_CONTRACT.input.resize == DEFAULT_RESIZE
+    area = RUNTIME_CONTRACT.with_input(resize="area")
+    write_sidecar(tmp_path / "m.onnx", {"format": "onnx", **area.to_dict()})
+    assert json.loads(sidecar_path(tmp_path / "m.onnx").read_text())["input"]["resize"] == "area"
+    assert read_contract(tmp_path / "m.onnx") == area
+    old = {"input": {"dtype": "uint8", "layout": "NHWC", "color": "bgr", "scale": 1.0}, "output": {"kind": "labels"}}
+    assert GraphContract.from_dict(old).input.resize == LEGACY_RESIZE
+    with pytest.raises(ValueError, match="resize"):
+        InputSpec(resize="cubic")
+    with pytest.raises(MsfError, match="not valid"):
+        GraphContract.from_dict({"input": {"resize": "cubic"}})
 
 
 def test_contract_from_graph_signatures():

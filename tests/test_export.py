@@ -12,11 +12,11 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 from msf.contract import GraphEnds
-from msf.data import resize_image
 from msf.export.onnx_export import ExportSpec, export_onnx, graph_contract
 from msf.export.precision import float_nodes, to_fp16, to_int8
 from msf.export.rewrite import deploy
 from msf.export.verify import graph_input, ort_runner, verify_session
+from msf.frameops.fit import fit
 from msf.metrics import ce7454_fscore
 from msf.model import MicroSegFormer
 from msf.paths import WEIGHTS_PATH
@@ -25,7 +25,7 @@ from .conftest import perturb
 
 
 def _batch(pairs, size):
-    return torch.stack([torch.from_numpy(resize_image(im, size).transpose(2, 0, 1).astype(np.float32) / 255)
+    return torch.stack([torch.from_numpy(fit(im, size, size).transpose(2, 0, 1).astype(np.float32) / 255)
                         for im, _ in pairs])
 
 
@@ -52,7 +52,7 @@ def test_deploy_rewrite_matches_training_graph(model, face_pairs, core):
 
 
 def test_graph_ends_fold_exactly(model, face_pairs):
-    imgs = np.stack([resize_image(im, 256) for im, _ in face_pairs[:2]])
+    imgs = np.stack([fit(im, 256, 256) for im, _ in face_pairs[:2]])
     x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32) / 255)
     with torch.no_grad():
         ref = model.forward_reference(x)
@@ -119,7 +119,7 @@ def test_fp16_deploy_model_in_torch_half(shipped_model, face_pairs):
 def test_fp16_deploy_model_takes_uint8_frames(shipped_model, face_pairs):
     """What the PyTorch fp16 backend runs: uint8 BGR frames in, labels out, fp16 weights (CPU
     PyTorch runs fp16 convolutions, slowly: a small size)."""
-    frames = torch.from_numpy(np.stack([resize_image(im, 128)[..., ::-1] for im, _ in face_pairs[:2]]).copy())
+    frames = torch.from_numpy(np.stack([fit(im, 128, 128)[..., ::-1] for im, _ in face_pairs[:2]]).copy())
     ends = GraphEnds("uint8", "bgr", "labels")
     dep = deploy(shipped_model, "matmul", ends, 128)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_cli_export_writes_verified_onnx_and_sidecar(tmp_path, faces_root, shipp
     assert "PASS" in r.stdout and "opset / nodes" in r.stdout
     side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["input"] == {"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "bgr", "scale": 1.0,
-                             "size": 384, "batch": None}
+                             "size": 384, "batch": None, "resize": "block+bilinear"}  # the rule inputs are made by
     assert side["output"]["kind"] == "labels" and side["format"] == "onnx" and len(side["labels"]) == 19
     assert side["versions"]["onnxruntime"] and len(side["checkpoint_sha256"]) == 64
     assert side["verification"]["agreement"] >= 0.999

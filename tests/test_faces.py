@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from msf.errors import MsfError
+from msf.frameops.crop import crop
+from msf.frameops.paste import assemble
 from msf.runtime.align import TEMPLATE, Placement, fit_similarity, square_iou
 from msf.runtime.faces import Face, FaceTracker, OneEuro, YuNetDetector
-from msf.runtime.preprocess import assemble_labels, paste_labels, square_crop, warp_crop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +42,8 @@ def test_matrix_is_the_axis_aligned_resize_and_round_trips():
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 255, (300, 400, 3), np.uint8), (9, 9), 3)
     for place in (Placement(10, 20, 200), Placement(-30, 50, 256), Placement(0, -50, 400)):
-        exact, warped = square_crop(frame, place, 256).astype(int), warp_crop(frame, place, 256).astype(int)
+        tilted = replace(place, angle=1e-9)  # the same square through the warp
+        exact, warped = crop(frame, place, 256).astype(int), crop(frame, tilted, 256).astype(int)
         assert np.abs(exact - warped)[8:-8, 8:-8].mean() < 1.0  # same geometry, other interpolation
     assert Placement(3, 4, 10).axis_aligned and not Placement(3, 4, 10, 5.0).axis_aligned
     np.testing.assert_allclose(Placement(0, 0, 512).matrix(512), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
@@ -53,7 +56,7 @@ def test_matrix_is_the_axis_aligned_resize_and_round_trips():
 
 
 def test_theta_is_the_same_warp_for_torch_affine_grid():
-    """One geometry spec: ``Placement.theta`` + affine_grid/grid_sample = ``warp_crop``'s warpAffine."""
+    """One geometry spec: ``Placement.theta`` + affine_grid/grid_sample = the crop's warpAffine."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
     frame = cv2.GaussianBlur(rng.integers(0, 255, (180, 320, 3), np.uint8), (7, 7), 2)
@@ -62,7 +65,7 @@ def test_theta_is_the_same_warp_for_torch_affine_grid():
     x = torch.from_numpy(frame.astype(np.float64)).permute(2, 0, 1)[None]
     grid = torch.nn.functional.affine_grid(theta, [1, 3, 128, 128], align_corners=False)
     out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    ref = warp_crop(frame, p, 128).astype(np.float64)
+    ref = crop(frame, p, 128).astype(np.float64)
     assert np.abs(out[0].permute(1, 2, 0).numpy() - ref)[4:-4, 4:-4].max() < 1.5  # rounding of uint8 only
 
 
@@ -71,9 +74,8 @@ def test_rotated_paste_inverts_the_warp():
     lab = np.zeros((512, 512), np.uint8)
     lab[100:400, 150:350] = 3
     lab[300:350, 200:300] = 7
-    frame_lab = np.zeros((300, 400), np.uint8)
-    paste_labels(frame_lab, lab, p)
-    back = warp_crop(np.dstack([frame_lab] * 3), p, 512)[..., 0]
+    frame_lab = assemble((300, 400), [lab], [p])
+    back = crop(np.dstack([frame_lab] * 3), p, 512)[..., 0]
     assert (back == lab)[4:-4, 4:-4].mean() > 0.98
     assert frame_lab[0, 399] == 0 and set(np.unique(frame_lab)) == {0, 3, 7}
 
@@ -86,16 +88,6 @@ def test_fit_similarity_recovers_a_transform():
     m, resid = fit_similarity(src, src @ lin.T + [4, -9])
     np.testing.assert_allclose(m, np.hstack([lin, [[4], [-9]]]), atol=1e-9)
     assert resid < 1e-9
-
-
-def test_overlapping_faces_each_pixel_from_its_most_central_square():
-    a, b = Placement(0, 0, 100), Placement(60, 0, 100)
-    labels = np.stack([np.full((50, 50), 1, np.uint8), np.full((50, 50), 2, np.uint8)])
-    out = assemble_labels((100, 200), labels, [a, b])
-    assert out[50, 40] == 1 and out[50, 120] == 2  # nearer a's / b's centre
-    assert (out[:, 60:100] == 2).mean() > 0.4 and (out[:, 60:100] == 1).mean() > 0.4  # split, not overwritten
-    labels[1, :, :25] = 0  # where b says background, a's foreground fills in
-    assert assemble_labels((100, 200), labels, [a, b])[50, 95] == 1
 
 
 def test_detector_aligns_real_training_faces_like_the_training_crops(face_pairs):

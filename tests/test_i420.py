@@ -1,5 +1,6 @@
-"""The I420 frame path (full mode, video file -> H.264): letterbox, overlay and HUD on I420
-buffers against the BGR path they replace, and the pipeline choosing it only where it applies."""
+"""The I420 frame path (full mode, video file -> H.264) through the pipeline: what it writes
+against the BGR path, and the pipeline choosing it only where it applies. Its letterbox, overlay
+and HUD on I420 buffers are checked rule by rule in tests/test_frameops.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import pytest
 from PIL import Image
 
 from msf.runtime.pipeline import Job, PipelineConfig, frame_format, run_pipeline
-from msf.runtime.preprocess import i420_letterbox, i420_letterbox_size, letterbox_placement, square_crop
-from msf.runtime.render import RenderOptions, draw_hud, overlay_bgr, render_i420
+from msf.runtime.render import RenderOptions
 from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import MaskSink, VideoSink
 from msf.runtime.sources import VideoFileSource
@@ -28,67 +28,6 @@ def _frame(faces_root, h: int = 360, w: int = 640) -> np.ndarray:
     s = h * 3 // 4
     frame[(h - s) // 2:(h - s) // 2 + s, w // 3:w // 3 + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_AREA)
     return frame
-
-
-def _blobs(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Label regions of a few pixels to tens of pixels, like a parsed face; background at the left."""
-    rng = np.random.default_rng(seed)
-    lab = cv2.resize(rng.integers(0, 19, (h // 16, w // 16), dtype=np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    lab[:, : w // 4] = 0
-    return lab
-
-
-def test_i420_letterbox_matches_the_bgr_letterbox(faces_root):
-    frame = _frame(faces_root)
-    yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
-    bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)  # the frame as the BGR path decodes it
-    for size in (512, 256, 160):
-        assert i420_letterbox_size(360, 640, size) is not None
-        ref = square_crop(bgr, letterbox_placement(360, 640), size).astype(np.int16)
-        got = i420_letterbox(yuv, 360, 640, size).astype(np.int16)
-        assert got.shape == ref.shape == (size, size, 3)
-        diff = np.abs(got - ref)
-        # The same shrink either way; only where chroma is upsampled differs (colour edges): measured
-        # mean 0.27-0.61, 99th percentile 5-14 from 512 down to 160 (the model-level check, F-score
-        # on the validation faces, is benchmarks/check_letterbox.py --i420).
-        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 16, size
-        assert np.array_equal(got[: (size - size * 360 // 640) // 2], ref[: (size - size * 360 // 640) // 2])
-
-
-def test_i420_letterbox_needs_even_sizes():
-    assert i420_letterbox_size(360, 640, 512) == (512, 288)
-    assert i420_letterbox_size(361, 640, 512) is None  # odd frame
-    assert i420_letterbox_size(360, 640, 101) is None  # 101 columns: odd
-
-
-def test_overlay_i420_matches_the_bgr_overlay(faces_root):
-    frame = _frame(faces_root)
-    labels = np.roll(_blobs(360, 640), (1, 1), axis=(0, 1))  # class edges inside chroma blocks
-    yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
-    ref = cv2.cvtColor(overlay_bgr(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), labels, 0.5),
-                       cv2.COLOR_BGR2YUV_I420).astype(np.int16)
-    got = render_i420(yuv.copy(), 360, labels, RenderOptions(alpha=0.5, hud=False)).astype(np.int16)
-    y_diff, c_diff = np.abs(got[:360] - ref[:360]), np.abs(got[360:] - ref[360:])
-    assert y_diff.max() <= 4 and (y_diff <= 1).mean() > 0.999  # luma: conversion rounding only
-    # chroma: a 2x2 block on a class edge takes its top-left pixel's class instead of a mix
-    assert (c_diff <= 2).mean() > 0.97
-    untouched = (labels == 0).reshape(180, 2, 320, 2).all(axis=(1, 3))  # 2x2 blocks of background only
-    assert np.array_equal(got[:360][labels == 0], yuv[:360][labels == 0])  # background keeps its pixels
-    assert np.array_equal(got[360:].reshape(2, 180, 320)[:, untouched], yuv[360:].reshape(2, 180, 320)[:, untouched])
-
-
-def test_render_i420_draws_the_hud_in_its_corner_only(faces_root):
-    frame = _frame(faces_root)
-    yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
-    lines = ["123.4 FPS  20 ms", "null  full 512px"]
-    got = render_i420(yuv.copy(), 360, np.zeros((360, 640), np.uint8), RenderOptions(hud=True), lines)
-    ref_bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
-    draw_hud(ref_bgr, lines)
-    back = cv2.cvtColor(got, cv2.COLOR_YUV2BGR_I420).astype(np.int16)
-    assert np.abs(back - ref_bgr).mean() < 0.5  # the same HUD as on the BGR path
-    rows = np.flatnonzero((got[:360] != yuv[:360]).any(axis=1))
-    cols = np.flatnonzero((got[:360] != yuv[:360]).any(axis=0))
-    assert rows.max() < 60 and cols.max() < 0.5 * 640  # nothing drawn outside its corner
 
 
 def _clip(path, frames: list[np.ndarray]) -> None:

@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from msf.errors import MsfError
+from msf.frameops.overlay import overlay
 from msf.runtime import sinks
 from msf.runtime.null_backend import NullBackend, face_pattern
 from msf.runtime.pipeline import FrameItem, Job, PipelineConfig, live_config, run_pipeline
-from msf.runtime.render import RenderOptions, overlay_bgr, render
+from msf.runtime.render import RenderOptions, render
 from msf.runtime.segmenter import Segmenter
 from msf.runtime.sinks import MaskSink, VideoSink
 from msf.runtime.sources import Source, open_source
@@ -246,22 +247,15 @@ def test_label_png_is_lossless_fast_and_the_usual_palette_file(tmp_path):
         assert im.getpalette() == ref.getpalette()
 
 
-def test_overlay_blends_only_foreground_and_in_place_matches_copy():
+def test_render_in_place_draws_the_overlay_on_the_frame_itself():
     rng = np.random.default_rng(2)
     frame = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     labels = np.zeros((60, 80), np.uint8)
     labels[10:30, 20:50] = rng.integers(0, 19, (20, 30))
-    out = overlay_bgr(frame, labels, 0.4)
-    from msf.labels import PALETTE
-
-    color = PALETTE[labels][..., ::-1].astype(np.float64)
-    expected = np.where(labels[..., None] > 0, np.round(frame * 0.6 + color * 0.4), frame)
-    assert np.abs(out.astype(np.int16) - expected).max() <= 1
-    assert np.array_equal(out[labels == 0], frame[labels == 0])
+    out = overlay(frame, labels, 0.4)  # the rule itself: tests/test_frameops.py
     inplace = frame.copy()
     res = render(inplace, labels, RenderOptions(alpha=0.4, hud=False), in_place=True)
     assert res is inplace and np.array_equal(res, out)
-    assert np.array_equal(overlay_bgr(frame, np.zeros_like(labels), 0.4), frame)
 
 
 def _decoded_frames(path) -> int:
@@ -360,7 +354,7 @@ def test_frame_item_is_a_dataclass():
     assert item.labels is None and item.stream == 1 and item.index == 2
 
 
-# ---- frames on the device (torch implementation) against the OpenCV reference, on CPU torch ----------
+# ---- the frame-on-device path (its rules one by one: tests/test_frameops.py), on CPU torch ----------
 
 def _face_frames(faces_root, n: int = 3) -> list[np.ndarray]:
     from msf.data import list_samples
@@ -375,82 +369,6 @@ def _face_frames(faces_root, n: int = 3) -> list[np.ndarray]:
                                                    interpolation=cv2.INTER_AREA)
         out.append(frame)
     return out
-
-
-def _placements():
-    from msf.runtime.preprocess import Placement, letterbox_placement
-
-    return [letterbox_placement(720, 1280), Placement(200, 150, 400), Placement(-50, 500, 300),
-            Placement(1000, 100, 170), Placement(210.5, 140.25, 420.0, 17.0), Placement(700, 80, 1100, -8.0)]
-
-
-def test_device_crops_match_the_opencv_crops(faces_root):
-    torch = pytest.importorskip("torch")
-    from msf.runtime.gpu_frames import TorchFrames
-    from msf.runtime.preprocess import square_crop
-
-    frame = _face_frames(faces_root, 1)[0]
-    gf = TorchFrames("cpu", 256)
-    x = gf.upload(frame)
-    for p in _placements():
-        ref = square_crop(frame, p, 256).astype(np.int16)
-        got = gf.crop(x, p).numpy().astype(np.int16)
-        diff = np.abs(got - ref)
-        # rounding only: OpenCV's bilinear uses 11-bit fixed-point weights, torch float weights
-        assert diff.max() <= (1 if p.axis_aligned else 3), p
-        assert (diff == 0).mean() > (0.85 if p.axis_aligned else 0.9), p
-    assert torch.equal(gf.crops(x, []), torch.zeros((0, 256, 256, 3), dtype=torch.uint8))
-
-
-def test_device_input_normalisation_matches_msf_frames():
-    torch = pytest.importorskip("torch")
-    from dataclasses import replace
-
-    from msf.contract import MODEL_CONTRACT, RUNTIME_CONTRACT, InputSpec
-    from msf.frames import to_input
-    from msf.runtime.gpu_frames import TorchFrames
-
-    crops = np.random.default_rng(4).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
-    for spec in (RUNTIME_CONTRACT.input, MODEL_CONTRACT.input, InputSpec(dtype="float16"),
-                 InputSpec(dtype="uint8", layout="NCHW", color="rgb", scale=1.0)):
-        spec = replace(spec, size=16)
-        got = TorchFrames.to_input(torch.from_numpy(crops), spec).numpy()
-        ref = to_input(list(crops), spec)
-        assert got.dtype == ref.dtype and got.shape == ref.shape
-        assert np.allclose(got.astype(np.float64), ref.astype(np.float64), rtol=1e-3, atol=1e-6)
-
-
-def test_device_paste_back_matches_assemble():
-    pytest.importorskip("torch")
-    import torch
-
-    from msf.runtime.gpu_frames import TorchFrames
-
-    rng = np.random.default_rng(5)
-    gf = TorchFrames("cpu", 64)
-    places = _placements()
-    labels = cv2.resize(rng.integers(0, 19, (len(places), 8, 8), dtype=np.uint8).transpose(1, 2, 0), (64, 64),
-                        interpolation=cv2.INTER_NEAREST).transpose(2, 0, 1).copy()  # blobs, as real labels
-    labels[:, :5] = 0
-    for chosen in ([0], [1], [4], [5], [1, 4], [1, 2, 3, 4]):
-        ps = [places[i] for i in chosen]
-        ref = Segmenter.assemble((720, 1280, 3), labels[chosen], ps)
-        got = gf.assemble((720, 1280), torch.from_numpy(labels[chosen]), ps).numpy()
-        exact = all(p.axis_aligned for p in ps)
-        assert (got == ref).mean() >= (1.0 if exact else 0.999), chosen
-
-
-def test_device_overlay_matches_opencv_overlay():
-    torch = pytest.importorskip("torch")
-    from msf.runtime.gpu_frames import TorchFrames
-
-    rng = np.random.default_rng(6)
-    frame = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    labels = rng.integers(0, 19, (50, 70), dtype=np.uint8)
-    labels[:, :20] = 0
-    got = TorchFrames("cpu").overlay(torch.from_numpy(frame), torch.from_numpy(labels), 0.5).numpy()
-    ref = overlay_bgr(frame, labels, 0.5)
-    assert np.abs(got.astype(np.int16) - ref).max() <= 1 and np.array_equal(got[labels == 0], frame[labels == 0])
 
 
 def test_graph_chunks_reuse_the_captured_batch_sizes():
@@ -474,19 +392,6 @@ def test_pytorch_device_inference_matches_the_numpy_path(shipped_model):
     x = np.random.default_rng(7).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     got = b.infer_on_device(torch.from_numpy(x))
     assert isinstance(got, torch.Tensor) and np.array_equal(got.numpy(), b.infer(x))
-
-
-def test_device_area_weights_cache_is_bounded():
-    torch = pytest.importorskip("torch")
-    from msf.runtime import gpu_frames
-
-    gf = gpu_frames.TorchFrames("cpu", 32)
-    img = torch.from_numpy(np.random.default_rng(8).integers(0, 256, (90, 90, 3), dtype=np.uint8))
-    first = gpu_frames._resize(img, 37, 37, gf._weights)  # no whole shrink factor: INTER_AREA weights
-    for n in range(38, 38 + gpu_frames._WEIGHT_CACHE_SIZE + 10):
-        gpu_frames._resize(img, n, n, gf._weights)
-    assert len(gf._weights) <= gpu_frames._WEIGHT_CACHE_SIZE
-    assert torch.equal(gpu_frames._resize(img, 37, 37, gf._weights), first)  # rebuilt the same
 
 
 @pytest.mark.slow

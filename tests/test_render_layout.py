@@ -1,6 +1,7 @@
 """HUD and legend sized for the frame (issue 21, item 5): readable text, never over 15 % of the
 picture, nothing cut off; the legend moves to a panel beside the picture where it would cover it.
-Measured on the pixels drawn, at 176×144 (QCIF), 640×480 and 1920×1080, on the BGR and I420 paths."""
+Measured on the pixels drawn, at 176×144 (QCIF), 640×480 and 1920×1080 (the I420 HUD against the
+BGR one: tests/test_frameops.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from msf.frameops.hud import FONT, MAX_AREA, MIN_SCALE, hud_layout, legend_layout
 from msf.labels import LABELS, PALETTE
-from msf.runtime.render import (
-    FONT,
-    MAX_AREA,
-    MIN_SCALE,
-    RenderOptions,
-    hud_layout,
-    legend_layout,
-    output_size,
-    render,
-    render_i420,
-)
+from msf.runtime.render import RenderOptions, output_size, render
 
 SIZES = [(144, 176), (480, 640), (1080, 1920)]
 HUD = ["  7.5 FPS   134 ms", "onnxruntime fp32 (CPU)  auto 512px"]  # as msf-video writes them
@@ -61,20 +53,6 @@ def test_hud_is_readable_small_and_whole(h, w):
         assert lay.lines == (HUD[0],)
     print(f"HUD {w}x{h}: {lay.cols}x{lay.rows} px, {area:.1%} of the frame, scale {lay.scale}, "
           f"{len(lay.lines)} line(s)")
-
-
-@pytest.mark.parametrize("h, w", SIZES)
-def test_i420_hud_is_the_bgr_hud(h, w):
-    frame = _frame(h, w)
-    yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
-    ref = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
-    bgr = render(ref.copy(), np.zeros((h, w), np.uint8), RenderOptions(hud=True), HUD)
-    got = cv2.cvtColor(render_i420(yuv.copy(), h, np.zeros((h, w), np.uint8), RenderOptions(hud=True), HUD),
-                       cv2.COLOR_YUV2BGR_I420)
-    assert np.abs(got.astype(np.int16) - bgr).mean() < 0.5
-    x0, y0, x1, y1 = _changed(got, ref)
-    lay = hud_layout(h, w, HUD)
-    assert x1 <= lay.cols + 1 and y1 <= lay.rows + 1  # the same box (rounded to whole chroma blocks)
 
 
 @pytest.mark.parametrize("h, w", SIZES)

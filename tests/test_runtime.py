@@ -15,7 +15,6 @@ from PIL import Image
 from msf.data import list_samples
 from msf.errors import MsfError
 from msf.runtime import Segmenter
-from msf.runtime.preprocess import Placement, letterbox_placement, paste_labels, square_crop
 
 
 def _faces(root, n, size):
@@ -73,57 +72,6 @@ def seg(shipped_model):
 def video(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "msf.cli.video", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
-
-
-def test_placement_geometry():
-    assert letterbox_placement(720, 1280) == Placement(0, -280, 1280)
-    frame = np.zeros((10, 20, 3), np.uint8)
-    frame[:, :10] = 255
-    crop = square_crop(frame, Placement(-5, 0, 10), 10)
-    assert crop[:, :5].max() == 0 and crop[:, 5:].min() == 255  # outside the frame is padding
-    target = np.zeros((10, 20), np.uint8)
-    paste_labels(target, np.full((5, 5), 3, np.uint8), Placement(15, 5, 10))
-    assert target[5:, 15:].min() == 3 and target[:5].max() == 0 and target[:, :15].max() == 0
-
-
-def test_shrink_plan_and_resize_to(faces_root):
-    from msf.runtime.align import shrink_factor
-    from msf.runtime.preprocess import resize_to
-
-    # whole factor first (both sides divisible), then a bilinear step under 2x; 0: plain INTER_AREA
-    assert shrink_factor(1280, 720, 512, 288) == 2 and shrink_factor(1920, 1080, 512, 288) == 3
-    assert shrink_factor(3840, 2160, 512, 288) == 6 and shrink_factor(640, 480, 512, 384) == 1
-    assert shrink_factor(1279, 719, 512, 288) == 0
-    face = _faces(faces_root, 1, 512)[0]
-    frame = cv2.resize(np.tile(face, (2, 3, 1)), (1280, 720), interpolation=cv2.INTER_LINEAR)
-    got = resize_to(frame, 512, 288)
-    two_step = cv2.resize(cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA), (512, 288),
-                          interpolation=cv2.INTER_LINEAR)
-    assert np.array_equal(got, two_step)
-    area = cv2.resize(frame, (512, 288), interpolation=cv2.INTER_AREA).astype(int)
-    assert np.abs(got.astype(int) - area).mean() < 1.5  # close to what training used
-    for w, h in ((1279, 719), (300, 200), (600, 1000)):  # no whole factor / enlarging / mixed
-        assert resize_to(frame[:h, :w], 256, 256).shape == (256, 256, 3)
-    assert resize_to(frame, 1280, 720) is frame
-
-
-@pytest.mark.parametrize("shape", [(720, 1280), (1080, 1920), (480, 640), (719, 1279), (512, 512), (1000, 600)])
-def test_letterbox_paste_back_is_nearest_neighbour_exactly(shape):
-    """The letterbox's labels reach the frame by exact nearest-neighbour indices (OpenCV's resize
-    where it provably gives the same indices, numpy indexing otherwise)."""
-    from msf.runtime.preprocess import assemble_labels
-
-    h, w = shape
-    n = 64
-    labels = np.random.default_rng(1).integers(0, 19, (n, n), dtype=np.uint8)
-    place = letterbox_placement(h, w)
-    s = int(place.side)
-    ys = np.minimum((np.arange(h) - int(place.y0)) * n // s, n - 1)
-    xs = np.minimum((np.arange(w) - int(place.x0)) * n // s, n - 1)
-    assert np.array_equal(assemble_labels((h, w, 3), labels[None], [place]), labels[ys][:, xs])
-    target = np.zeros((h, w), np.uint8)
-    paste_labels(target, labels, place)
-    assert np.array_equal(target, labels[ys][:, xs])
 
 
 def test_segmenter_three_lines(seg, faces_root):

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from msf.config import PRESETS, config_from_dict, merge, parse_phases
-from msf.data import FaceDataset, list_samples, read_pair, resize_batch, resize_image, resize_mask, to_tensor
+from msf.data import FaceDataset, list_samples, read_pair, resize_batch, to_tensor
 from msf.errors import MsfError
+from msf.frameops.fit import fit, fit_labels
 from msf.losses import seg_loss
 from msf.model import load_model
 from msf.train import CheckpointKeeper, StopFlag, TrainState, lr_at, train
@@ -16,8 +17,8 @@ from msf.train import CheckpointKeeper, StopFlag, TrainState, lr_at, train
 
 def _fixed_batch(root, n=8, size=64):
     pairs = [read_pair(s) for s in list_samples(root)[:n]]
-    x = torch.stack([to_tensor(resize_image(i, size)) for i, _ in pairs])
-    y = torch.stack([torch.from_numpy(resize_mask(m, size)).long() for _, m in pairs])
+    x = torch.stack([to_tensor(fit(i, size, size)) for i, _ in pairs])
+    y = torch.stack([torch.from_numpy(fit_labels(m, size, size)).long() for _, m in pairs])
     return x, y
 
 
@@ -132,8 +133,8 @@ def test_crop_phase_trains_on_windows_and_validates_whole_images(tmp_path, faces
     pairs = [read_pair(s) for s in samples]
     ds = FaceDataset(samples, 64, None, pairs, crop=32)
     torch.manual_seed(0)
-    full = to_tensor(resize_image(pairs[1][0], 64))
-    full_mask = torch.from_numpy(resize_mask(pairs[1][1], 64)).long()
+    full = to_tensor(fit(pairs[1][0], 64, 64))
+    full_mask = torch.from_numpy(fit_labels(pairs[1][1], 64, 64)).long()
     x, y = ds[1]
     assert x.shape == (3, 32, 32) and y.shape == (32, 32)
     hits = [(r, c) for r in range(33) for c in range(33) if torch.equal(full[:, r:r + 32, c:c + 32], x)]
@@ -144,21 +145,6 @@ def test_crop_phase_trains_on_windows_and_validates_whole_images(tmp_path, faces
     hist = summary["history"]
     assert [h["crop"] for h in hist] == [32, None]
     assert summary["best_f_score"] == pytest.approx(max(h["val_f_score"] for h in hist), abs=1e-4)
-
-
-def test_resize_batch_matches_the_inference_resize(faces_root):
-    pairs = [read_pair(s) for s in list_samples(faces_root)[:2]]
-    x = torch.stack([to_tensor(i) for i, _ in pairs])
-    y = torch.stack([torch.from_numpy(m).long() for _, m in pairs])
-    for size in (256, 384):
-        xs, ys = resize_batch(x, y, size)
-        assert xs.shape == (2, 3, size, size) and ys.shape == (2, size, size) and ys.dtype == y.dtype
-        ref = torch.stack([to_tensor(resize_image(i, size)) for i, _ in pairs])
-        # cv2.INTER_AREA's fractional coverage, also at 384 (non-integer ratio); cv2 rounds to uint8
-        assert (xs - ref).abs().max() <= 0.51 / 255
-        ref_mask = torch.stack([torch.from_numpy(resize_mask(m, size)).long() for _, m in pairs])
-        assert torch.equal(ys, ref_mask)
-    assert resize_batch(x, y, 512)[0] is x
 
 
 def test_multi_scale_phase_resizes_each_batch_to_a_seeded_size(tmp_path, faces_root, monkeypatch):

@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from msf.checkpoint import checkpoint_metadata, recommended_size
     from msf.data import list_samples, read_image, read_pair
     from msf.evaluate import evaluate_pairs, predict_labels
+    from msf.frameops.overlay import overlay
     from msf.model import load_model
     from msf.paths import data_root
     from msf.train import resolve_device
-    from msf.visualize import overlay, save_label_png, save_rgb
+    from msf.visualize import save_label_png, save_rgb
 
     root = args.data or data_root()
     if root is None:
@@ -211,7 +212,7 @@ def _save(sample, img, pred, masks_dir, over_dir, save_label_png, save_rgb, over
     if masks_dir is not None:
         save_label_png(masks_dir / f"{sample.name}.png", pred)
     if over_dir is not None:
-        save_rgb(over_dir / f"{sample.name}.jpg", overlay(img, pred))
+        save_rgb(over_dir / f"{sample.name}.jpg", overlay(img, pred, order="rgb"))
 
 
 def _print_tables(results: dict, args, root) -> None:
