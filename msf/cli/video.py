@@ -19,6 +19,8 @@ from msf.cli.common import (
     threads_int,
     unit_float,
 )
+from msf.cli.ray_common import add_ray_flags, check_ray_flags
+from msf.cli.ray_video import UNIT_HELP as RAY_UNIT_HELP
 from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE
 from msf.errors import EXIT_PARTIAL, MsfError, run_cli
 from msf.sizes import SIZE_RULE, check_memory
@@ -134,7 +136,15 @@ def build_parser():
                    help="a video file that ends before its container said it would (truncated or damaged) "
                         "exits 0 instead of 3 (the warning stays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_flags(p, RAY_UNIT_HELP)
     return p
+
+
+def _run_on_ray(args) -> int:
+    """``--ray``: the same job on a Ray cluster (``msf.cli.ray_video``); Ray is imported only here."""
+    from msf.cli.ray_video import video_on_ray
+
+    return video_on_ray(args)
 
 
 def _output_specs(args, sources) -> list:
@@ -187,6 +197,9 @@ def _make_folders(specs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.ray is not None:
+        return _run_on_ray(args)
+    check_ray_flags(args)
     # FFmpeg's own lines (decoder errors on a damaged file, stream timeouts) would bury our one-line
     # errors and warnings: OpenCV reads this when it opens its first capture.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
