@@ -19,7 +19,7 @@ def eval_on_ray(args: argparse.Namespace) -> int:
     from msf.cli.eval import _check_outputs, _select
     from msf.data import list_samples
     from msf.paths import data_root
-    from msf.runtime.distributed.cluster import connect, import_ray
+    from msf.runtime.distributed.cluster import connect, require_ray
     from msf.runtime.distributed.markers import marker_path, model_digest
     from msf.runtime.distributed.units import ImageJob, image_row
     from msf.sizes import check_memory
@@ -32,7 +32,7 @@ def eval_on_ray(args: argparse.Namespace) -> int:
     sizes = args.size or [recommended_size(args.ckpt)]
     if len(sizes) > 1:
         raise UsageError("--ray predicts at one input size: give one --size")
-    import_ray()
+    require_ray()
     root = args.data or data_root()
     if root is None:
         raise MsfError("no data: pass --data DIR or set MSF_DATA")
@@ -63,7 +63,7 @@ def eval_on_ray(args: argparse.Namespace) -> int:
         report.cluster = cluster
         from msf.runtime.distributed.ray_images import run_images
 
-        opts = dict(ckpt=absolute(args.ckpt), size=sizes[0], device=args.device, amp=args.amp, batch=args.batch,
+        opts = dict(ckpt=absolute(args.ckpt), size=sizes[0], device=args.device, amp=args.amp,
                     overlays=over_dir is not None)
         job = ImageJob("rgb", "eval", opts, batch=args.batch, model_sha256=model_digest(args.ckpt, "pytorch"),
                        settings=settings, resume=rs["resume"])

@@ -87,7 +87,7 @@ def video_on_ray(args: argparse.Namespace) -> int:
     """The whole ``msf-video --ray`` run; its exit code."""
     from msf.cli.video import _check_outputs, _make_folders
     from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE
-    from msf.runtime.distributed.cluster import connect, import_ray
+    from msf.runtime.distributed.cluster import connect, require_ray
     from msf.runtime.distributed.markers import marker_path, model_digest
     from msf.runtime.distributed.units import FAILED, ImageJob, Outcome, VideoJob, VideoUnit, image_row
     from msf.runtime.sinks import video_paths
@@ -95,7 +95,7 @@ def video_on_ray(args: argparse.Namespace) -> int:
 
     if args.smooth and any(_is_images(s) for s in args.sources):
         raise UsageError("--smooth averages over time; under --ray the images of a folder are parsed each on its own")
-    import_ray()  # a missing Ray is said before anything else
+    require_ray()  # a missing Ray is said before anything else
     if args.model is None or Path(args.model).suffix.lower() in CHECKPOINT_EXTS:
         check_memory(args.batch, args.size or DEFAULT_SIZE)
     sources = _sources(args)

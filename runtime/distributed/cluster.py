@@ -22,12 +22,20 @@ from msf.errors import MsfError
 INSTALL_HINT = "pip install 'msf[ray]' on this machine and on every node of the cluster"
 
 
+def require_ray() -> None:
+    """A one-line error saying how to install Ray when it is not installed (Ray is not imported:
+    some of its settings are read once, at import, and ``connect`` sets them first)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise MsfError(f"--ray needs Ray: {INSTALL_HINT}")
+
+
 def import_ray() -> Any:
     """The ``ray`` module, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise MsfError(f"--ray needs Ray: {INSTALL_HINT}") from None
+    require_ray()
+    import ray
+
     return ray
 
 
@@ -47,6 +55,20 @@ class Cluster:
                 f"(connected in {self.startup_s:.1f} s)")
 
 
+def _token_auth(address: str) -> None:
+    """Joining a cluster by address: use its token when this machine has one. Recent Ray starts
+    clusters with token authentication and finds the token itself for ``auto``, but not for an
+    explicit address unless ``RAY_AUTH_MODE=token`` says so (read when Ray is imported: call
+    this first)."""
+    from pathlib import Path
+
+    if address in ("local", "auto") or "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+            or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def _quiet(ray: Any) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     for name in ("ray", "ray.data"):
@@ -57,6 +79,7 @@ def _quiet(ray: Any) -> None:
 def connect(address: str, num_cpus: int | None = None) -> Iterator[Cluster]:
     """Join (or, for ``local``, start) the cluster for the duration of the ``with`` block.
     ``num_cpus``: the CPUs a ``local`` cluster offers (default: all of this machine's)."""
+    _token_auth(address)
     ray = import_ray()
     _quiet(ray)
     t0 = time.perf_counter()

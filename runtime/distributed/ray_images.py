@@ -96,8 +96,7 @@ def run_images(rows: list[dict[str, str]], job: ImageJob, *, cpus: float, gpus: 
             for path, label, status, reason in ray.get(ref):
                 seen.add(path)
                 on_outcome(Outcome(label, status, reason))
-    except KeyboardInterrupt:
-        ray.cancel(gen, force=True)
+    except KeyboardInterrupt:  # the dataset's tasks and actors end with the driver's connection
         return False
     except ray.exceptions.RayError as exc:
         from msf.runtime.distributed.ray_videos import failure_reason

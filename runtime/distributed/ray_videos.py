@@ -40,8 +40,8 @@ def failure_reason(exc: BaseException, retries: int) -> str:
 def run_videos(units: list[VideoUnit], job: VideoJob, *, cpus: float, gpus: float, retries: int,
                window: int, on_outcome: Callable[[Outcome], None]) -> bool:
     """Run every unit, at most ``window`` tasks submitted at once; ``on_outcome`` gets each result
-    as it arrives. Returns False when interrupted (Ctrl-C: the running tasks are cancelled; their
-    units have no marker, so a rerun does them)."""
+    as it arrives. Returns False when interrupted (Ctrl-C: the running tasks end with the driver's
+    connection; their units have no marker, so a rerun does them)."""
     ray = import_ray()
     task = ray.remote(msf_video_unit).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
                                               retry_exceptions=False)
@@ -61,7 +61,7 @@ def run_videos(units: list[VideoUnit], job: VideoJob, *, cpus: float, gpus: floa
                     out = Outcome(unit.label, FAILED, failure_reason(exc, retries))
                 on_outcome(out)
     except KeyboardInterrupt:
-        for ref in running:
-            ray.cancel(ref, force=True)
+        # Not ray.cancel: force-cancelling can abort the driver inside Ray (2.60: "Tried to
+        # complete task that was not pending"); the job's running tasks end with its driver.
         return False
     return True
