@@ -144,3 +144,30 @@ def test_ray_flags_need_ray(prog, module, args, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--workers needs --ray" in err and err.count("\n") == 1
     assert UsageError.exit_code == 2
+
+
+def test_a_truncated_video_stays_partial_when_skipped(tmp_path):
+    """A file that ends before its container says is done as far as it goes (marker written), and
+    a rerun still reports it partial (exit 3 unless --allow-partial), without redoing it."""
+    av = pytest.importorskip("av")
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.options = {"preset": "ultrafast", "g": "10"}
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 96, 3), np.uint8),
+                                                         format="bgr24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    cut = tmp_path / "cut.mp4"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    unit = VideoUnit(str(cut), "cut.mp4", "cut", str(tmp_path / "o.mp4"), None,
+                     str(markers.marker_path(tmp_path, "o.mp4")))
+    first = process_video(unit, _video_job())
+    assert first.status == "partial" and "of the 60 frames" in first.reason and 0 < first.frames < 60, first
+    again = process_video(unit, _video_job())
+    assert again.status == "partial" and again.reason.endswith("done before, skipped")

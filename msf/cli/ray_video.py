@@ -85,6 +85,7 @@ def _settings(args: argparse.Namespace, kind: str, video: bool, masks: bool) -> 
 
 def video_on_ray(args: argparse.Namespace) -> int:
     """The whole ``msf-video --ray`` run; its exit code."""
+    from msf.cli.guard import check_writable
     from msf.cli.video import _check_outputs, _make_folders
     from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE
     from msf.runtime.distributed.cluster import connect, require_ray
@@ -102,10 +103,10 @@ def video_on_ray(args: argparse.Namespace) -> int:
     vspec, mspec, specs = _specs(args, sources)
     _check_outputs(args, sources, specs)
     _make_folders(specs)
+    if args.stats:
+        check_writable(Path(args.stats).parent, "stats folder")
     masks_dir = Path(absolute(mspec.target)) if mspec else None
     if masks_dir is not None:
-        from msf.cli.guard import check_writable
-
         masks_dir.mkdir(parents=True, exist_ok=True)
         check_writable(masks_dir)
     rs = ray_settings(args)
@@ -114,7 +115,7 @@ def video_on_ray(args: argparse.Namespace) -> int:
     units, rows, missing = [], [], []
     for j, s in enumerate(sources):
         if s.images:
-            for i, f in enumerate(s.paths):
+            for i, f in enumerate(s.paths[: args.max_frames]):
                 stem = f"{s.name}_{i:06d}"
                 rows.append(image_row(absolute(f), str(f), str(masks_dir / f"{stem}.png"), None,
                                       str(marker_path(masks_dir, stem))))

@@ -17,7 +17,7 @@ from typing import Any
 
 from msf.contract import file_sha256
 from msf.errors import MsfError
-from msf.runtime.distributed.markers import is_done, sweep_temps, temp_pattern, write_marker
+from msf.runtime.distributed.markers import is_done, read_marker, sweep_temps, temp_pattern, write_marker
 from msf.runtime.distributed.units import DONE, FAILED, PARTIAL, SKIPPED, Outcome, VideoJob, VideoUnit
 
 # One Segmenter per worker process and settings: a worker runs many units, and loading a model
@@ -65,6 +65,9 @@ def process_video(unit: VideoUnit, job: VideoJob) -> Outcome:
     except OSError as exc:
         return outcome(FAILED, f"cannot read {unit.input}: {exc.strerror}")
     if job.resume and is_done(unit.marker, sha, job.model_sha256, job.settings):
+        short = (read_marker(unit.marker) or {}).get("partial")
+        if short:  # done as far as the file goes: still says so (exit 3 unless --allow-partial)
+            return outcome(PARTIAL, _partial_reason(short) + "; done before, skipped")
         return outcome(SKIPPED)
     _sweep(unit)
     try:
@@ -74,9 +77,12 @@ def process_video(unit: VideoUnit, job: VideoJob) -> Outcome:
     extra = {"frames": frames, "partial": list(short) if short else None}
     write_marker(unit.marker, sha, job.model_sha256, job.settings, outputs, **extra)
     if short:
-        return outcome(PARTIAL, f"ended after {short[0]} of the {short[1]} frames its container announces "
-                                "(truncated or damaged file)", frames=frames, outputs=[str(p) for p in outputs[:1]])
+        return outcome(PARTIAL, _partial_reason(short), frames=frames, outputs=[str(p) for p in outputs[:1]])
     return outcome(DONE, frames=frames, outputs=[str(p) for p in outputs[:1]])
+
+
+def _partial_reason(short: tuple[int, int] | list[int]) -> str:
+    return f"ended after {short[0]} of the {short[1]} frames its container announces (truncated or damaged file)"
 
 
 def _run(unit: VideoUnit, job: VideoJob) -> tuple[int, list[Path], tuple[int, int] | None]:
