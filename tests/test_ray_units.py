@@ -171,3 +171,27 @@ def test_a_truncated_video_stays_partial_when_skipped(tmp_path):
     assert first.status == "partial" and "of the 60 frames" in first.reason and 0 < first.frames < 60, first
     again = process_video(unit, _video_job())
     assert again.status == "partial" and again.reason.endswith("done before, skipped")
+
+
+def test_without_ray_flag_ray_is_not_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; from msf.cli import video, eval as ev; video.build_parser(); ev.build_parser(); "
+            "from msf.errors import run_cli; run_cli('msf-video', video.main, ['missing.mp4', '--backend', 'null']); "
+            "print('ray' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+def test_missing_ray_is_one_line(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from msf.cli.video import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    rc = run_cli("msf-video", main, [str(_clip(tmp_path / "c.mp4")), "--ray"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == "msf-video: error: --ray needs Ray: pip install 'msf[ray]' on this machine and on " \
+                               "every node of the cluster\n"
