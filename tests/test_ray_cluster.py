@@ -215,7 +215,7 @@ def test_killed_worker_is_rerun_and_nothing_is_lost_or_doubled(cluster, tmp_path
 
 
 def test_rerun_after_ctrl_c_does_only_the_missing_work(cluster, tmp_path):
-    clips, frames = 4, 90
+    clips, frames = 4, 240  # a unit lasts about a second: Ctrl-C lands while units are left
     for k in range(clips):
         _clip(tmp_path / f"c{k}.mp4", frames)
     argv = _null_run(cluster, tmp_path, clips)

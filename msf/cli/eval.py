@@ -19,6 +19,7 @@ examples:
   msf-eval                                    # shipped weights on the data root
   msf-eval --ckpt runs/msf/best.pt --split val --size 256,384,512
   msf-eval --data test_images/ --save-masks preds/   # unlabeled images: masks only (submission format)
+  msf-eval --data test_images/ --save-masks preds/ --ray auto   # the same on a Ray cluster (resumable)
   msf-eval --split val --degrade --size 256,384 --degrade-plot robust.png
                                               # F on small, blurred, noisy, dark, JPEG/H.264 faces
   msf-eval --split val --degrade s96_q40,s64_q40 # chosen rows (msf-eval --degrade list names them)

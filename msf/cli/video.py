@@ -37,6 +37,7 @@ examples:
   msf-video input.mp4 --size 256                # 256² model input: inference ~4x faster, F 0.73 vs 0.75
   msf-video input.mp4 --backend null --stats s.json   # what the pipeline alone costs (no inference)
   msf-video input.mp4 --live --stats s.json     # play the file as a camera would: latency p50/p99
+  msf-video clips/*.mp4 -o out/ --ray auto      # on a Ray cluster: a task per file; a rerun skips what is done
 
 File sources are processed frame by frame in order (the output has the input's frame count),
 with deep queues for throughput; live sources use shallow queues and drop stale frames to keep
