@@ -196,6 +196,14 @@ class Segmenter:
             i += len(ps)
         return out
 
+    def reset(self) -> None:
+        """Forget every stream's state (face tracks, smoothed probabilities): the next frame of any
+        stream starts fresh, as in a new Segmenter with the same backends."""
+        self.placer.trackers.clear()
+        self.parser.probs.clear()
+        self._keys.clear()
+        self._cur.clear()
+
     def describe(self) -> str:
         return self.backend.describe()
 

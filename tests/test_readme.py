@@ -6,7 +6,9 @@ How a line is recognised as one that cannot run here (the rule the README follow
 - its trailing comment holds a parenthesised note of ``needs ...`` or ``takes ...`` items (several
   joined by ``;``), e.g. ``(needs a GPU)``, ``(needs TensorRT and a GPU)``, ``(takes hours)``:
   skipped, the note is the reason; except ``needs face data`` (also implied by ``$MSF_DATA`` in
-  the command), which runs when the face data is there and skips with that reason when it is not;
+  the command), which runs when the face data is there and skips with that reason when it is not,
+  and ``needs Ray``, which runs when Ray is installed (``pip install 'msf[ray]'``) and skips
+  when it is not (``needs a Ray cluster`` always skips);
 - it reads a file the README expects the reader to have: ``input.mp4`` (any video: the test writes
   a short one) and ``astronaut.mp4`` (made by ``docs/make_tour_frame.py``, which needs scikit-image;
   skipped with that reason without it).
@@ -20,6 +22,7 @@ Python blocks run from the repository root, where their relative paths point.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -73,8 +76,10 @@ def _reason(line: str) -> str | None:
     note = NOTE.search(comment)
     items = [i.strip() for i in note.group(1).split(";")] if note else []
     for item in items:
-        if item != "needs face data":
+        if item not in ("needs face data", "needs Ray"):
             return f"README marks it: {item}"
+    if "needs Ray" in items and importlib.util.find_spec("ray") is None:
+        return "Ray is not installed (pip install 'msf[ray]')"
     if ("needs face data" in items or "$MSF_DATA" in command) and not has_face_data():
         return NO_DATA
     if "astronaut.mp4" in shlex.split(command)[1:2]:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from msf.cli.common import console, make_parser, model_sizes, positive_int
+from msf.cli.ray_common import add_ray_flags, check_ray_flags
+from msf.cli.ray_eval import UNIT_HELP as RAY_UNIT_HELP
 from msf.contract import DEFAULT_SIZE, write_json_atomic
 from msf.errors import MsfError, run_cli
 from msf.sizes import SIZE_RULE, check_memory
@@ -17,6 +19,7 @@ examples:
   msf-eval                                    # shipped weights on the data root
   msf-eval --ckpt runs/msf/best.pt --split val --size 256,384,512
   msf-eval --data test_images/ --save-masks preds/   # unlabeled images: masks only (submission format)
+  msf-eval --data test_images/ --save-masks preds/ --ray auto   # the same on a Ray cluster (resumable)
   msf-eval --split val --degrade --size 256,384 --degrade-plot robust.png
                                               # F on small, blurred, noisy, dark, JPEG/H.264 faces
   msf-eval --split val --degrade s96_q40,s64_q40 # chosen rows (msf-eval --degrade list names them)
@@ -53,7 +56,15 @@ def build_parser():
                         "each enlarged back to the label size: all (the default) or comma-separated names; "
                         "'list' prints them")
     p.add_argument("--degrade-plot", metavar="OUT.png", help="with --degrade: F-score against face size")
+    add_ray_flags(p, RAY_UNIT_HELP, tasks=False)
     return p
+
+
+def _run_on_ray(args) -> int:
+    """``--ray``: unlabeled images on a Ray cluster (``msf.cli.ray_eval``); Ray is imported only here."""
+    from msf.cli.ray_eval import eval_on_ray
+
+    return eval_on_ray(args)
 
 
 def _select(samples, split: str, meta: dict):
@@ -72,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.degrade == "list":
         return _list_degradations()
+    if args.ray is not None:
+        return _run_on_ray(args)
+    check_ray_flags(args)
     from tqdm import tqdm
 
     from msf.checkpoint import checkpoint_metadata, recommended_size

@@ -19,6 +19,8 @@ from msf.cli.common import (
     threads_int,
     unit_float,
 )
+from msf.cli.ray_common import add_ray_flags, check_ray_flags
+from msf.cli.ray_video import UNIT_HELP as RAY_UNIT_HELP
 from msf.contract import CHECKPOINT_EXTS, DEFAULT_SIZE
 from msf.errors import EXIT_PARTIAL, MsfError, run_cli
 from msf.sizes import SIZE_RULE, check_memory
@@ -35,6 +37,7 @@ examples:
   msf-video input.mp4 --size 256                # 256² model input: inference ~4x faster, F 0.73 vs 0.75
   msf-video input.mp4 --backend null --stats s.json   # what the pipeline alone costs (no inference)
   msf-video input.mp4 --live --stats s.json     # play the file as a camera would: latency p50/p99
+  msf-video clips/*.mp4 -o out/ --ray auto      # on a Ray cluster: a task per file; a rerun skips what is done
 
 File sources are processed frame by frame in order (the output has the input's frame count),
 with deep queues for throughput; live sources use shallow queues and drop stale frames to keep
@@ -134,7 +137,15 @@ def build_parser():
                    help="a video file that ends before its container said it would (truncated or damaged) "
                         "exits 0 instead of 3 (the warning stays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_flags(p, RAY_UNIT_HELP)
     return p
+
+
+def _run_on_ray(args) -> int:
+    """``--ray``: the same job on a Ray cluster (``msf.cli.ray_video``); Ray is imported only here."""
+    from msf.cli.ray_video import video_on_ray
+
+    return video_on_ray(args)
 
 
 def _output_specs(args, sources) -> list:
@@ -187,6 +198,9 @@ def _make_folders(specs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.ray is not None:
+        return _run_on_ray(args)
+    check_ray_flags(args)
     # FFmpeg's own lines (decoder errors on a damaged file, stream timeouts) would bury our one-line
     # errors and warnings: OpenCV reads this when it opens its first capture.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
