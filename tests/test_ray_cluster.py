@@ -5,7 +5,8 @@ on this machine (``ray start --head --block`` in its own process group, stopped 
   a corrupt file fails alone with its reason (exit 1), a rerun skips what is done;
 - image folders through Ray Data: msf-eval's masks and overlays, and msf-video's masks (full
   mode), equal the single-process runs bit for bit;
-- a worker killed by its pid in the middle of a unit: Ray reruns it, every output exists once;
+- a worker killed by its pid in the middle of a unit (a video task, or the model's actor of Ray
+  Data): Ray reruns its work, every output exists once;
 - Ctrl-C, then the same command: only the missing work is done.
 """
 
@@ -88,9 +89,15 @@ def _frames(path: Path) -> int:
     return n
 
 
-def _cli(module: str, args: list[str], cwd: Path, **kw) -> subprocess.Popen:
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _cli(module: str, args: list[str], cwd: Path) -> subprocess.Popen:
+    """The command in a subprocess that takes Ctrl-C as a terminal would deliver it (a test run
+    may have left SIGINT ignored, and children inherit that)."""
     return subprocess.Popen([sys.executable, "-m", f"msf.cli.{module}", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _visible(folder: Path) -> list[str]:
@@ -238,3 +245,30 @@ def test_rerun_after_ctrl_c_does_only_the_missing_work(cluster, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["counts"]["skipped"] == len(before) and report["counts"]["done"] == clips - len(before)
     assert all((done_dir / n).stat().st_mtime_ns == t for n, t in before.items())  # not redone
+
+
+def test_killed_model_actor_is_restarted_and_nothing_is_lost_or_doubled(cluster, faces_root, tmp_path):
+    from msf.data import list_samples
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    samples = list_samples(faces_root / "unlabeled", require_masks=False)[:24]
+    for s in samples:
+        (imgs / s.image.name).symlink_to(s.image)
+    proc = _cli("eval", ["--data", str(imgs), "--size", "64", "--batch", "2", "--save-masks", "masks", "--ray",
+                         cluster, "--workers", "1", "--json", "report.json"], tmp_path)
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        pids = _worker_pids("ray::MapWorker(MapBatches(MsfPredictor))")
+        if pids and (tmp_path / "masks").is_dir() and any((tmp_path / "masks").glob("*.png")):
+            os.kill(pids[0], signal.SIGKILL)  # the model's actor, with batches still to come
+            killed = pids[0]
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, f"no model actor was caught at work\n{out}{err}"
+    assert proc.returncode == 0, out + err
+    assert _visible(tmp_path / "masks") == sorted(f"{s.name}.png" for s in samples)
+    assert len(list((tmp_path / "masks" / ".msf-done").glob("*.json"))) == len(samples)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["counts"]["done"] == len(samples) and not report["counts"].get("failed")
