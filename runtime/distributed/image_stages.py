@@ -156,7 +156,8 @@ def _sweep(path: Path) -> None:
 def write_batch(batch: dict[str, np.ndarray], job: ImageJob) -> dict[str, np.ndarray]:
     """Write each "todo" row's outputs (atomically, after removing a killed attempt's temporary
     files), then its marker; rows come back without images and labels: what the report needs."""
-    from msf.visualize import overlay, save_label_png, save_rgb
+    from msf.frameops.overlay import overlay
+    from msf.visualize import save_label_png, save_rgb
 
     status, reason = np.array(batch["status"], dtype=object), np.array(batch["reason"], dtype=object)
     for i, st in enumerate(status):
@@ -175,7 +176,7 @@ def write_batch(batch: dict[str, np.ndarray], job: ImageJob) -> dict[str, np.nda
                 image = np.asarray(batch["image"][i])
                 if job.color == "bgr":
                     image = image[..., ::-1]
-                save_rgb(outputs[-1], overlay(np.ascontiguousarray(image), labels, job.overlay_alpha))
+                save_rgb(outputs[-1], overlay(np.ascontiguousarray(image), labels, job.overlay_alpha, order="rgb"))
             write_marker(str(batch["marker"][i]), str(batch["sha256"][i]), job.model_sha256, job.settings, outputs)
             status[i] = DONE
         except OSError as exc:
