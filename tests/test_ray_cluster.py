@@ -94,8 +94,8 @@ def _default_sigint() -> None:
 
 
 def _cli(module: str, args: list[str], cwd: Path) -> subprocess.Popen:
-    """The command in a subprocess that takes Ctrl-C as a terminal would deliver it (a test run
-    may have left SIGINT ignored, and children inherit that)."""
+    """The command in a subprocess that takes Ctrl-C as a terminal would deliver it (pytest started
+    in the background by a script has SIGINT ignored, and children inherit that)."""
     return subprocess.Popen([sys.executable, "-m", f"msf.cli.{module}", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
