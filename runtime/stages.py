@@ -288,8 +288,14 @@ def infer_batch(run: Run, items: list[FrameItem]) -> None:
         it.labels = parser.assemble(it.shape, labels[k:k + n], it.places)
         it.crops = []  # no longer needed: free them early
         k += n
+    record_batch(stats, len(items), (t1, c1), (t2, c2))
+
+
+def record_batch(stats: PipelineStats, n: int, start: tuple[float, float], inferred: tuple[float, float]) -> None:
+    """Time one batch of ``n`` frames: inference from ``start`` to ``inferred`` and paste-back from
+    there to now ((perf_counter, thread_time) pairs), per frame, and the batch's size."""
+    (t1, c1), (t2, c2) = start, inferred
     t3, c3 = time.perf_counter(), time.thread_time()
-    n = len(items)
     stats.add("infer", (t2 - t1) * 1000 / n, (c2 - c1) * 1000)
     stats.add("postprocess", (t3 - t2) * 1000 / n, (c3 - c2) * 1000)
     stats.batches.append(n)
@@ -403,11 +409,7 @@ class DeviceFrames:
                 it.rendered = gf.download(gf.overlay(x, frame_labels, run.cfg.render.alpha))  # render() adds the rest
             if keep or not d or run.cfg.render.legend:
                 it.labels = gf.download(frame_labels)
-        t3, c3 = time.perf_counter(), time.thread_time()
-        n = len(items)
-        stats.add("infer", (t2 - t1) * 1000 / n, (c2 - c1) * 1000)
-        stats.add("postprocess", (t3 - t2) * 1000 / n, (c3 - c2) * 1000)
-        stats.batches.append(n)
+        record_batch(stats, len(items), (t1, c1), (t2, c2))
 
 
 class Workers:

@@ -111,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     masks_dir = Path(args.save_masks) if args.save_masks else None
     over_dir = Path(args.save_overlays) if args.save_overlays else None
     _check_outputs(args, samples, masks_dir, over_dir)
-    for d in (masks_dir, over_dir):
-        if d is not None:
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise MsfError(f"cannot create output folder {d}: {exc.strerror}") from None
+    make_output_dirs(masks_dir, over_dir)
 
     if not labeled:
         if masks_dir is None and over_dir is None:
@@ -220,6 +215,16 @@ def _figure(model, samples, pairs, args, device) -> None:
     rows = [(s.name, im, gt, p) for s, (im, gt), p in zip(samples[:n], pairs[:n], preds)]
     prediction_grid(rows, args.figure, title=f"{args.ckpt or 'shipped weights'} @ {args.size[0]}² ({args.split})")
     print(f"wrote {args.figure}", file=sys.stderr)
+
+
+def make_output_dirs(*dirs: Path | None) -> None:
+    """Create the output folders that are asked for (one line naming a folder that cannot be)."""
+    for d in dirs:
+        if d is not None:
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MsfError(f"cannot create output folder {d}: {exc.strerror}") from None
 
 
 def _save(sample, img, pred, masks_dir, over_dir, save_label_png, save_rgb, overlay) -> None:

@@ -16,7 +16,7 @@ UNIT_HELP = ("unlabeled images (--save-masks/--save-overlays) go through Ray Dat
 def eval_on_ray(args: argparse.Namespace) -> int:
     """The whole ``msf-eval --ray`` run; its exit code."""
     from msf.checkpoint import checkpoint_metadata, recommended_size
-    from msf.cli.eval import _check_outputs, _select
+    from msf.cli.eval import _check_outputs, _select, make_output_dirs
     from msf.data import list_samples
     from msf.paths import data_root
     from msf.runtime.distributed.cluster import connect, require_ray
@@ -45,12 +45,7 @@ def eval_on_ray(args: argparse.Namespace) -> int:
     masks_dir = Path(absolute(args.save_masks)) if args.save_masks else None
     over_dir = Path(absolute(args.save_overlays)) if args.save_overlays else None
     _check_outputs(args, samples, masks_dir, over_dir)
-    for d in (masks_dir, over_dir):
-        if d is not None:
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise MsfError(f"cannot create output folder {d}: {exc.strerror}") from None
+    make_output_dirs(masks_dir, over_dir)
     first = masks_dir or over_dir
     rows = [image_row(absolute(s.image), s.name, str(masks_dir / f"{s.name}.png") if masks_dir else None,
                       str(over_dir / f"{s.name}.jpg") if over_dir else None, str(marker_path(first, s.name)))
