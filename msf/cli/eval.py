@@ -10,7 +10,7 @@ from pathlib import Path
 from msf.cli.common import console, make_parser, model_sizes, positive_int
 from msf.cli.ray_common import add_ray_flags, check_ray_flags
 from msf.cli.ray_eval import UNIT_HELP as RAY_UNIT_HELP
-from msf.contract import DEFAULT_SIZE, write_json_atomic
+from msf.contract import write_json_atomic
 from msf.errors import MsfError, run_cli
 from msf.sizes import SIZE_RULE, check_memory
 
@@ -41,6 +41,10 @@ def build_parser():
                    help="images inferred together (refused when batch × size² would not fit in memory)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="inference precision")
+    p.add_argument("--tta", choices=["off", "flip", "flip-ms"], default="off",
+                   help="test-time augmentation, for offline labelling: class probabilities averaged over "
+                        "the image and its mirror image (flip: 2 passes), also at 5/6 and 7/6 of the size "
+                        "(flip-ms: 6 passes); off = one pass, what msf-video does")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
     p.add_argument("--save-masks", metavar="DIR", help="write single-channel palette PNG masks named like the images")
     p.add_argument("--save-overlays", metavar="DIR", help="write colour overlays (JPEG) named like the images")
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from msf.checkpoint import checkpoint_metadata, recommended_size
     from msf.data import list_samples, read_image, read_pair
-    from msf.evaluate import evaluate_pairs, predict_labels
+    from msf.evaluate import TTA_MODES, check_tta, evaluate_pairs, predict_labels
     from msf.frameops.overlay import overlay
     from msf.model import load_model
     from msf.paths import data_root
@@ -103,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = load_model(args.ckpt, map_location=device)
     args.size = args.size or [recommended_size(args.ckpt)]
+    tta = TTA_MODES[args.tta]
+    for size in args.size:
+        check_tta(tta, size)
     meta = checkpoint_metadata(args.ckpt)
     samples = list_samples(root, require_masks=False)
     labeled = all(s.mask is not None or s.official_root is not None for s in samples)
     samples = _select(samples, args.split, meta)[: args.limit]
-    check_memory(min(args.batch, len(samples)), max(args.size) if args.size else DEFAULT_SIZE)
+    check_memory(min(args.batch, len(samples)), max(max(tta.sizes(n)) for n in args.size))
     masks_dir = Path(args.save_masks) if args.save_masks else None
     over_dir = Path(args.save_overlays) if args.save_overlays else None
     _check_outputs(args, samples, masks_dir, over_dir)
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             raise MsfError(f"{root} has no masks: nothing to score (use --save-masks to predict)")
         for s in tqdm(samples, desc="predict", unit="img", disable=None):
             img = read_image(s.image)
-            pred = predict_labels(model, [img], args.size[0], device, args.amp)[0]
+            pred = predict_labels(model, [img], args.size[0], device, args.amp, tta=tta)[0]
             _save(s, img, pred, masks_dir, over_dir, save_label_png, save_rgb, overlay)
         print(f"wrote predictions for {len(samples)} images", file=sys.stderr)
         return 0
@@ -132,16 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                 _save(samples[idx], pairs[idx][0], pred, masks_dir, over_dir, save_label_png, save_rgb, overlay)
         t0 = time.perf_counter()
         with tqdm(total=len(pairs), desc=f"eval @{size}", unit="img", disable=None) as bar:
-            res = evaluate_pairs(model, pairs, size, device, args.amp, args.batch, hook, bar.update)
+            res = evaluate_pairs(model, pairs, size, device, args.amp, args.batch, hook, bar.update, tta=tta)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results[size] = res
     _print_tables(results, args, root)
-    robustness = _robustness(model, pairs, results, args, device) if args.degrade else None
+    robustness = _robustness(model, pairs, results, args, device, tta) if args.degrade else None
     if args.figure:
-        _figure(model, samples, pairs, args, device)
+        _figure(model, samples, pairs, args, device, tta)
     if args.json:
         out = {"checkpoint": args.ckpt or "shipped", "data": str(root), "split": args.split,
-               "amp": args.amp, "results": {str(k): v for k, v in results.items()}}
+               "amp": args.amp, "tta": args.tta, "results": {str(k): v for k, v in results.items()}}
         if robustness is not None:
             from msf.robustness import summarize_rows
 
@@ -164,7 +171,7 @@ def _list_degradations() -> int:
     return 0
 
 
-def _robustness(model, pairs, results, args, device) -> dict[str, list[dict]]:
+def _robustness(model, pairs, results, args, device, tta) -> dict[str, list[dict]]:
     """Rows of F-scores on the degraded faces per input size (the clean row is the plain result)."""
     from tqdm import tqdm
 
@@ -177,7 +184,7 @@ def _robustness(model, pairs, results, args, device) -> dict[str, list[dict]]:
     with tqdm(total=len(degs) * len(results), desc="degraded", unit="cond", disable=None) as bar:
         for size in results:
             def score(p, size=size):
-                return evaluate_pairs(model, p, size, device, args.amp, args.batch)
+                return evaluate_pairs(model, p, size, device, args.amp, args.batch, tta=tta)
             out[f"@{size}"] = robustness_rows(score, pairs, degs, clean=results[size],
                                               progress=lambda name: bar.update(name != "clean"))
     console().print(robustness_table(out, f"msf-eval --degrade: CE7454 F-score on {len(pairs)} degraded faces"))
@@ -206,12 +213,12 @@ def _check_outputs(args, samples, masks_dir: Path | None, over_dir: Path | None)
             check_writable(Path(f).parent)
 
 
-def _figure(model, samples, pairs, args, device) -> None:
+def _figure(model, samples, pairs, args, device, tta) -> None:
     from msf.evaluate import predict_labels
     from msf.figures import prediction_grid
 
     n = min(args.figure_count, len(pairs))
-    preds = predict_labels(model, [im for im, _ in pairs[:n]], args.size[0], device, args.amp)
+    preds = predict_labels(model, [im for im, _ in pairs[:n]], args.size[0], device, args.amp, tta=tta)
     rows = [(s.name, im, gt, p) for s, (im, gt), p in zip(samples[:n], pairs[:n], preds)]
     prediction_grid(rows, args.figure, title=f"{args.ckpt or 'shipped weights'} @ {args.size[0]}² ({args.split})")
     print(f"wrote {args.figure}", file=sys.stderr)

@@ -18,6 +18,7 @@ def eval_on_ray(args: argparse.Namespace) -> int:
     from msf.checkpoint import checkpoint_metadata, recommended_size
     from msf.cli.eval import _check_outputs, _select, make_output_dirs
     from msf.data import list_samples
+    from msf.evaluate import TTA_MODES, check_tta
     from msf.paths import data_root
     from msf.runtime.distributed.cluster import connect, require_ray
     from msf.runtime.distributed.markers import marker_path, model_digest
@@ -51,14 +52,15 @@ def eval_on_ray(args: argparse.Namespace) -> int:
                       str(over_dir / f"{s.name}.jpg") if over_dir else None, str(marker_path(first, s.name)))
             for s in samples]
     rs = ray_settings(args)
-    settings = {"kind": "eval", "size": sizes[0], "amp": args.amp, "masks": bool(masks_dir),
+    check_tta(TTA_MODES[args.tta], sizes[0])
+    settings = {"kind": "eval", "size": sizes[0], "amp": args.amp, "tta": args.tta, "masks": bool(masks_dir),
                 "overlays": bool(over_dir)}
     report = Report("msf-eval", len(rows), "img", stderr=False)
     with connect(args.ray) as cluster:
         report.cluster = cluster
         from msf.runtime.distributed.ray_images import run_images
 
-        opts = dict(ckpt=absolute(args.ckpt), size=sizes[0], device=args.device, amp=args.amp,
+        opts = dict(ckpt=absolute(args.ckpt), size=sizes[0], device=args.device, amp=args.amp, tta=args.tta,
                     overlays=over_dir is not None)
         job = ImageJob("rgb", "eval", opts, batch=args.batch, model_sha256=model_digest(args.ckpt, "pytorch"),
                        settings=settings, resume=rs["resume"])

@@ -126,18 +126,19 @@ class EvalPredictor(Predictor):
     actor a fraction of one (``--gpus-per-task 0.25``: four actors share it)."""
 
     def __init__(self, ckpt: str | None, size: int, device: str = "auto", amp: str = "off",
-                 overlays: bool = False) -> None:
+                 overlays: bool = False, tta: str = "off") -> None:
         from msf.model import load_model
         from msf.train import resolve_device
 
         self.device = resolve_device(device)
         self.model = load_model(ckpt, map_location=self.device)
-        self.size, self.amp, self.keep_image = size, amp, overlays
+        self.size, self.amp, self.keep_image, self.tta = size, amp, overlays, tta
 
     def labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        from msf.evaluate import predict_labels
+        from msf.evaluate import TTA_MODES, predict_labels
 
-        return [predict_labels(self.model, [im], self.size, self.device, self.amp)[0] for im in images]
+        tta = TTA_MODES[self.tta]
+        return [predict_labels(self.model, [im], self.size, self.device, self.amp, tta=tta)[0] for im in images]
 
 
 def make_predictor(job: ImageJob) -> Predictor:
