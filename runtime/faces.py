@@ -4,7 +4,9 @@ CelebAMask-HQ-aligned placements, and per-stream tracks smoothed with a One-Euro
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,24 @@ class Face:
         return box_placement(*self.box), False
 
 
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log at errors only: OpenCV 5's DNN engine warns on every detector it makes
+    ("setPreferableTarget: Targets are not supported by the new graph engine"), which says
+    nothing a user can act on."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _new_yunet(path: Path, size: tuple[int, int], score: float, nms: float):
+    with _opencv_quiet():
+        return cv2.FaceDetectorYN.create(str(path), "", size, score, nms, 5000)
+
+
 class YuNetDetector:
     """YuNet-n through ``cv2.FaceDetectorYN`` on a frame downscaled to ``detect_size`` long side."""
 
@@ -72,7 +92,7 @@ class YuNetDetector:
         if not path.is_file():
             raise MsfError(f"face detector file missing: {path} (reinstall msf)")
         try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
+            self.net = _new_yunet(path, (320, 320), score_threshold, nms_threshold)
         except (cv2.error, AttributeError) as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise MsfError(f"cannot load the face detector {path.name} with OpenCV {cv2.__version__}: "
@@ -121,7 +141,7 @@ class YuNetDetector:
         the landmark template was measured at; None when no face sits at the square's centre."""
         n = self.refine_size or REFINE_SIZE
         if self._refine_net is None:
-            self._refine_net = cv2.FaceDetectorYN.create(str(self._path), "", (n, n), *self.thresholds, 5000)
+            self._refine_net = _new_yunet(self._path, (n, n), *self.thresholds)
         _, rows = self._refine_net.detect(_upright_square(frame_bgr, place, n))
         if rows is None:
             return None

@@ -301,3 +301,21 @@ def test_placed_validation_faces_small(bench, val_faces):
     assert res["f_mean"] >= 0.93 * aligned
     assert res["spill"] <= 0.04
     assert whole >= 0.85  # --mode auto parses the aligned faces whole
+
+
+def test_detector_prints_no_opencv_warnings(faces_root):
+    """OpenCV 5 warns about its graph engine on every detector it makes; a user running face mode
+    should see msf's output only."""
+    import subprocess
+    import sys
+
+    from msf.data import list_samples
+
+    img = list_samples(faces_root)[0].image
+    code = ("import cv2, numpy as np; from msf.runtime.faces import YuNetDetector; "
+            f"f = cv2.imread({str(img)!r}); frame = np.zeros((720, 1280, 3), np.uint8); "
+            "frame[100:612, 300:812] = f; d = YuNetDetector(); faces = d(frame); "
+            "assert faces, 'no face found'; print(len(faces))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "WARN" not in r.stderr, r.stderr
