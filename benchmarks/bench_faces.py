@@ -244,8 +244,8 @@ CONFIGS: dict[str, dict] = {
     "512², scan at 320, islands kept (previous defaults)": {"size": 512, "matched_sizes": False,
                                                              "drop_islands": False, "detect_size": 320},
     "384², scan at 640, islands kept": {"size": 384, "matched_sizes": False, "drop_islands": False},
-    "384², scan at 640, islands dropped (defaults)": {},
-    "384² + 256² for small faces (--matched-size), islands dropped": {"matched_sizes": True},
+    "384², scan at 640, islands dropped": {"matched_sizes": False},
+    "+ 320² for squares up to 192 px (defaults)": {},
 }
 # The footages: the validation faces as a 720p camera sees them at a desk (200-520 px), and small
 # faces in compressed footage (64-240 px, JPEG quality 50 per frame: a phone clip, a video call).

@@ -21,10 +21,12 @@ from msf.runtime.postprocess import drop_islands
 
 # Face-matched input sizes (face and auto modes, checkpoints only): a face whose square is at most
 # MAX_SIDE frame pixels is parsed at SIZE² when SIZE is below the Segmenter's size; larger faces
-# at the Segmenter's size. Off by default: measured with msf-eval --degrade (model card), the
-# shipped weights score 0.013-0.025 lower at 256² than at 384² on faces shrunk to 64-192 px, for
-# about half the inference cost.
-FACE_SIZE_RULE: tuple[tuple[int, int], ...] = ((192, 256),)
+# at the Segmenter's size. Chosen by measurement with the shipped weights (model card,
+# benchmarks/bench_faces.py): a square of at most 192 px carries no more detail than 320² holds;
+# on such faces JPEG-compressed (the footage a small face comes in) 320² scores as well as 384² or
+# better (face at 96 px, JPEG 40: 0.686 against 0.676) for about 0.7 of the inference, and in
+# compressed 720p footage face mode scored higher with it. 256² lost 0.013-0.025 F on those faces.
+FACE_SIZE_RULE: tuple[tuple[int, int], ...] = ((192, 320),)
 
 
 class Parser:

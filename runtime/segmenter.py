@@ -53,7 +53,7 @@ class Segmenter:
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int | None = None, smooth: float = 0.0, cuda_graphs: bool = False,
                  detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
-                 scan_every: int = SCAN_EVERY, matched_sizes: bool = False, drop_islands: bool = True) -> None:
+                 scan_every: int = SCAN_EVERY, matched_sizes: bool = True, drop_islands: bool = True) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:

@@ -60,7 +60,7 @@ def test_drop_islands_keeps_what_touches_the_face():
 def test_segmenter_sizes_faces_by_their_pixels():
     side, small = FACE_SIZE_RULE[0]
     seg = Segmenter(backend="null", mode="face", size=384, matched_sizes=True)
-    assert Segmenter(backend="null", mode="face", size=384).sizes == [384]  # off by default
+    assert Segmenter(backend="null", mode="face", size=384).sizes == seg.sizes  # on by default
     assert seg.sizes == sorted({small, 384})
     assert seg.size_for(Placement(0, 0, side)) == small and seg.size_for(Placement(0, 0, side + 1)) == 384
     frame = np.zeros((720, 1280, 3), np.uint8)
