@@ -65,7 +65,8 @@ def main() -> None:
     src = cv2.imread(str(HERE / "astronaut.jpg"))
     frames = {"176x144, face 70 px, JPEG 35": small_frame(src, (176, 144), 70, 35),
               "640x360, face 110 px, JPEG 40": small_frame(src, (640, 360), 110, 40)}
-    before = Segmenter(args.before_ckpt, mode="auto", size=512, detect_size=320, drop_islands=False)
+    before = Segmenter(args.before_ckpt, mode="auto", size=512, detect_size=320, drop_islands=False,
+                       matched_sizes=False)
     after = Segmenter(mode="auto")
     rows = []
     for name, frame in frames.items():

@@ -1,9 +1,11 @@
 """Squares in, labels out: the ``Parser`` of a ``Segmenter``.
 
 It owns the backends (one per input size: a small face may be parsed at a smaller size), cuts
-each square at its size, runs them in batches the graph takes, smooths class probabilities over
-time per key (``smooth`` = A: p = A·p_prev + (1-A)·p_now; keys come with each frame's ``Plan``)
-and drops labelled islands that touch no part of the face. Called from one thread (inference).
+each square at its size, runs them in batches the graph takes (``flip``: each square and its
+mirror image, class probabilities averaged with left/right classes swapped back), smooths class
+probabilities over time per key (``smooth`` = A: p = A·p_prev + (1-A)·p_now; keys come with each
+frame's ``Plan``) and drops labelled islands that touch no part of the face. Called from one
+thread (inference).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from msf.frameops.crop import crop
 from msf.frameops.geometry import Placement
 from msf.frameops.normalize import to_input
 from msf.frameops.paste import assemble
+from msf.labels import NUM_CLASSES, flip_lut
 from msf.runtime.backends import Backend
 from msf.runtime.postprocess import drop_islands
 
@@ -28,6 +31,8 @@ from msf.runtime.postprocess import drop_islands
 # compressed 720p footage face mode scored higher with it. 256² lost 0.013-0.025 F on those faces.
 FACE_SIZE_RULE: tuple[tuple[int, int], ...] = ((192, 320),)
 
+_MIRROR = flip_lut()[:NUM_CLASSES].astype(np.intp)  # class c of a mirror image is class _MIRROR[c]
+
 
 class Parser:
     """See the module docstring. ``new_backend(n)`` makes the backend of input size n when a
@@ -35,9 +40,10 @@ class Parser:
 
     def __init__(self, backend: Backend, new_backend: Callable[[int], Backend],
                  size_rule: tuple[tuple[int, int], ...] = (), smooth: float = 0.0,
-                 clean_islands: bool = False) -> None:
+                 clean_islands: bool = False, flip: bool = False) -> None:
         self.backend, self._new_backend = backend, new_backend
         self.size_rule, self.smooth, self.clean_islands = size_rule, smooth, clean_islands
+        self.flip = flip
         self._backends: dict[int, Backend] = {}  # the other sizes' backends
         self.probs: dict[object, np.ndarray] = {}  # smoothed class probabilities per key
 
@@ -94,21 +100,31 @@ class Parser:
 
     def _infer_at(self, n: int, crops: list[np.ndarray], keys: list | None) -> np.ndarray:
         backend = self.backend_at(n)
-        chunks = [to_input(backend.input_spec, crops[part]) for part in backend.batches(len(crops))]
-        if keys is None:
-            labels = np.concatenate([backend.labels(x) for x in chunks])
+        parts = backend.batches(len(crops))
+        if keys is None and not self.flip:
+            labels = np.concatenate([backend.labels(to_input(backend.input_spec, crops[part])) for part in parts])
         else:
-            labels = self._smoothed_labels(np.concatenate([backend.infer(x) for x in chunks]), keys)
+            probs = self._probs(backend, crops, parts)
+            labels = probs.argmax(axis=1).astype(np.uint8) if keys is None else self._smoothed_labels(probs, keys)
         if self.clean_islands:
             labels = np.stack([drop_islands(lab) for lab in labels])
         return labels
 
-    def _smoothed_labels(self, logits: np.ndarray, keys: list) -> np.ndarray:
-        """Exponential moving average of softmax probabilities per key, then argmax."""
-        out = np.empty((len(logits),) + logits.shape[2:], dtype=np.uint8)
-        for k, (lg, key) in enumerate(zip(logits, keys)):
-            e = np.exp(lg - lg.max(axis=0, keepdims=True))
-            p = e / e.sum(axis=0, keepdims=True)
+    def _probs(self, backend: Backend, crops: list[np.ndarray], parts: list[slice]) -> np.ndarray:
+        """Class probabilities (N×C×S×S) of the crops; with ``flip``, averaged with their mirror
+        images' (mirrored back, left/right classes swapped)."""
+        spec = backend.input_spec
+        p = _softmax(np.concatenate([backend.infer(to_input(spec, crops[part])) for part in parts]))
+        if self.flip:
+            mirrored = [c[:, ::-1] for c in crops]
+            q = _softmax(np.concatenate([backend.infer(to_input(spec, mirrored[part])) for part in parts]))
+            p = 0.5 * (p + q[:, _MIRROR, :, ::-1])
+        return p
+
+    def _smoothed_labels(self, probs: np.ndarray, keys: list) -> np.ndarray:
+        """Exponential moving average of class probabilities per key, then argmax."""
+        out = np.empty((len(probs),) + probs.shape[2:], dtype=np.uint8)
+        for k, (p, key) in enumerate(zip(probs, keys)):
             prev = self.probs.get(key)
             if prev is not None and prev.shape == p.shape:
                 p = self.smooth * prev + (1 - self.smooth) * p
@@ -133,3 +149,9 @@ class Parser:
         """Release every backend (each input size has its own)."""
         for b in [self.backend, *self._backends.values()]:
             b.close()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the class axis (1) of N×C×H×W logits, in float32."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float32)
+    return e / e.sum(axis=1, keepdims=True)

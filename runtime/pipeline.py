@@ -157,7 +157,7 @@ def _frame_path(run: Run, job: Job, j: int) -> BgrPath:
 def _device_frames(seg: Segmenter, cfg: PipelineConfig) -> DeviceFrames | None:
     """The GPU frame path when asked for (or, by default, for a CUDA backend that takes device
     frames), from what the backend declares."""
-    if cfg.device_frames is False or seg.smooth:
+    if cfg.device_frames is False or seg.smooth or seg.parser.flip:
         return None
     backend = seg.backend
     device = str(backend.frames_device or backend.device)

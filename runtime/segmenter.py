@@ -43,6 +43,9 @@ class Segmenter:
     whole frame in full mode, per tracked face in its aligned crop in face mode (a new face starts
     fresh), and in auto mode whichever of the two the frame used.
 
+    ``flip`` parses each square and its mirror image and averages their class probabilities (left
+    and right eyes, brows and ears swapped back): about 0.01 higher F for twice the inference.
+
     In face and auto modes, ``matched_sizes`` parses a small face at a smaller input size
     (``FACE_SIZE_RULE``; a checkpoint's own backend per size, crops batched per size), and
     ``drop_islands`` removes labelled regions of a face's crop that touch none of its core parts
@@ -53,7 +56,8 @@ class Segmenter:
                  device: str | None = None, threads: int | None = None, spinning: bool = False,
                  fp16: bool = False, size: int | None = None, smooth: float = 0.0, cuda_graphs: bool = False,
                  detect_every: int = 1, detect_size: int = DETECT_SIZE, detect_score: float = SCORE_THRESHOLD,
-                 scan_every: int = SCAN_EVERY, matched_sizes: bool = True, drop_islands: bool = True) -> None:
+                 scan_every: int = SCAN_EVERY, matched_sizes: bool = True, drop_islands: bool = True,
+                 flip: bool = False) -> None:
         if mode not in MODES:
             raise MsfError(f"unknown mode {mode!r} ({', '.join(MODES)})")
         if detect_every < 1:
@@ -68,12 +72,13 @@ class Segmenter:
             from msf.runtime.faces import YuNetDetector
 
             YuNetDetector(detect_size, detect_score)
-        # Smoothing averages class probabilities over time, so the graph must return logits.
+        # Smoothing and the mirror pass average class probabilities, so the graph must return logits.
         opts = dict(device=device, threads=threads, spinning=spinning, fp16=fp16,
-                    head="logits" if smooth else "labels", cuda_graphs=cuda_graphs)
+                    head="logits" if smooth or flip else "labels", cuda_graphs=cuda_graphs)
         first = create_backend(model, backend, size=size, **opts)
-        if smooth and first.output_kind != "logits":
-            raise MsfError("temporal smoothing needs a model that returns logits (a checkpoint, or an ONNX "
+        if (smooth or flip) and first.output_kind != "logits":
+            what = "temporal smoothing" if smooth else "the mirror pass (--tta flip)"
+            raise MsfError(f"{what} needs a model that returns logits (a checkpoint, or an ONNX "
                            "exported with --head logits)")
         self.smooth = smooth
         self.mode = mode
@@ -82,7 +87,7 @@ class Segmenter:
         # smaller sizes each get the same model and backend, exported (and cached) at that size
         rule = tuple((side, n) for side, n in FACE_SIZE_RULE if n < first.size) if per_size else ()
         self.parser = Parser(first, lambda n: create_backend(model, backend, size=n, **opts), rule, smooth,
-                             clean_islands=drop_islands and mode != "full")
+                             clean_islands=drop_islands and mode != "full", flip=flip)
         self.placer = Placer(mode, first.size, detect_every, detect_size, detect_score, scan_every)
         # For callers of placements() then infer(): each frame's smoothing keys, queued per stream
         # and consumed in the same order (the pipeline carries them on its frames instead).

@@ -140,6 +140,9 @@ def test_smoothing_takes_a_logits_file(exporter, faces):
     labels_file, _ = exporter(FULL[1])
     with pytest.raises(MsfError, match="needs a model that returns logits"):
         Segmenter(labels_file, smooth=0.5)
+    with pytest.raises(MsfError, match=r"the mirror pass \(--tta flip\) needs a model that returns logits"):
+        Segmenter(labels_file, flip=True)
+    assert Segmenter(path, flip=True).predict(faces[0][0]).shape == (512, 512)
 
 
 @pytest.mark.parametrize("options, needle", [

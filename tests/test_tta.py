@@ -62,3 +62,52 @@ def test_eval_cli_tta(faces_root, tmp_path):
     assert res["tta"] == "flip-ms" and res["results"]["64"]["images"] == 2
     bad = run("msf.cli.eval", "--data", faces_root, "--size", "1024", "--tta", "flip-ms")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--tta flip-ms at --size 1024" in bad.stderr
+
+
+# -- the runtime's mirror pass (msf-video --tta flip, Segmenter(flip=True)) -------------------------
+
+@pytest.fixture(scope="module")
+def flip_segmenter(shipped_model):
+    from msf.runtime import Segmenter
+
+    return Segmenter(backend="pytorch", mode="full", size=256, flip=True)
+
+
+def test_runtime_flip_is_mirror_symmetric_with_left_right_swapped(flip_segmenter, face_pairs):
+    lut = flip_lut()
+    bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im, _ in face_pairs[:3]]
+    a = np.stack(flip_segmenter.predict_batch(bgr))
+    b = np.stack(flip_segmenter.predict_batch([np.ascontiguousarray(f[:, ::-1]) for f in bgr]))
+    assert np.isin(a, [4, 5]).any()
+    assert (b != lut[a[:, :, ::-1]]).mean() < 1e-3
+
+
+def test_runtime_flip_scores_held_out_faces_no_worse(flip_segmenter, faces_root):
+    from msf.metrics import MetricAccumulator
+    from msf.runtime import Segmenter
+
+    val = set(checkpoint_metadata()["val_names"])
+    pairs = [read_pair(s) for s in list_samples(faces_root) if s.name in val][:12]
+    bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im, _ in pairs]
+    plain = Segmenter(backend="pytorch", mode="full", size=256)
+    scores = {}
+    for name, seg in (("plain", plain), ("flip", flip_segmenter)):
+        acc = MetricAccumulator()
+        for (_, mask), pred in zip(pairs, seg.predict_batch(bgr)):
+            acc.update(mask, pred)
+        scores[name] = acc.summary()["f_score"]
+    assert scores["flip"] > scores["plain"] - 0.002, scores
+
+
+def test_video_cli_tta_flip(tmp_path):
+    import cv2
+
+    clip = tmp_path / "in.mp4"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for i in range(4):
+        vw.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    vw.release()
+    r = run("msf.cli.video", clip, "--backend", "pytorch", "--size", "64", "--tta", "flip", "--mode", "full",
+            "-o", f"masks:{tmp_path / 'm'}")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "m").glob("*.png"))) == 4

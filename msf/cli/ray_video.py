@@ -68,13 +68,14 @@ def _segmenter_options(args: argparse.Namespace, cpus: float) -> dict[str, Any]:
                 threads=args.threads or max(1, round(cpus)), spinning=args.spinning, fp16=args.fp16,
                 smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
                 detect_size=args.detect_size, detect_score=args.detect_score, scan_every=args.scan_every,
-                matched_sizes=args.matched_size, drop_islands=not args.keep_islands, size=args.size)
+                matched_sizes=args.matched_size, drop_islands=not args.keep_islands, size=args.size,
+                flip=args.tta == "flip")
 
 
 def _settings(args: argparse.Namespace, kind: str, video: bool, masks: bool) -> dict[str, Any]:
     """What changes the outputs (the markers compare it)."""
     keys = ("backend", "mode", "size", "device", "fp16", "smooth", "detect_every", "detect_size", "detect_score",
-            "scan_every", "matched_size", "keep_islands")
+            "scan_every", "matched_size", "keep_islands", "tta")
     out = {k: getattr(args, k) for k in keys}
     out.update(kind=kind, masks=masks, video=video)
     if kind == "video":

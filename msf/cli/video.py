@@ -82,6 +82,9 @@ def build_parser():
                    help="temporal smoothing of class probabilities, p = A·p_prev + (1-A)·p_now: over the whole "
                         "frame in full mode, per tracked face in its aligned crop in face mode (a new face starts "
                         "fresh); auto mode smooths whichever of the two the frame used")
+    p.add_argument("--tta", choices=["off", "flip"], default="off",
+                   help="test-time augmentation: parse each frame (or face) and its mirror image and average "
+                        "their class probabilities: about 0.01 higher F for twice the inference (off: one pass)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="auto: face mode, but a frame that already is a face close-up like the "
                         "training images (a face whose aligned crop covers the frame, IoU >= 0.5) is parsed "
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         smooth=args.smooth, cuda_graphs=args.cuda_graphs, detect_every=args.detect_every,
                         detect_size=args.detect_size, detect_score=args.detect_score, scan_every=args.scan_every,
                         matched_sizes=args.matched_size, drop_islands=not args.keep_islands,
-                        size=args.size)
+                        size=args.size, flip=args.tta == "flip")
         if args.size and seg.size != args.size:
             raise MsfError(f"{args.model} is fixed at {seg.size}² input; export it with msf-export --size "
                              f"{args.size}, or pass a checkpoint")
