@@ -179,13 +179,14 @@ def detection_sweep(footage: list[dict], sizes: list[int]) -> list[dict]:
     return out
 
 
-def aligned_f(faces: list, threads: int, size: int | None = None) -> tuple[float, float | None]:
-    """Mean CE7454 F of the same weights on the aligned 512² faces (full mode, at ``size``² input),
-    and the share of them that ``--mode auto`` parses whole (None where this msf has no auto mode)."""
+def aligned_f(faces: list, threads: int, size: int | None = None, flip: bool = False) -> tuple[float, float | None]:
+    """Mean CE7454 F of the same weights on the aligned 512² faces (full mode, at ``size``² input,
+    with the mirror pass when ``flip``), and the share of them that ``--mode auto`` parses whole
+    (None where this msf has no auto mode)."""
     from msf.metrics import ce7454_fscore
 
     kw = {"size": size} if size else {}
-    seg = new_segmenter("full", threads, **kw)
+    seg = new_segmenter("full", threads, **kw, **({"flip": True} if flip else {}))
     f = float(np.mean([ce7454_fscore(mask, seg.predict(img)) for _, img, mask in faces]))
     try:
         auto = new_segmenter("auto", threads, **kw)
@@ -239,13 +240,15 @@ def end_to_end(footage: list[dict], frames: int, threads: int, batch: int, modes
 
 
 # Face-mode configurations compared on each footage: the defaults before face-sized parsing, the
-# new default input size alone, then each new step added.
+# new default input size alone, then each new step added; last, the defaults with the optional
+# mirror pass.
 CONFIGS: dict[str, dict] = {
     "512², scan at 320, islands kept (previous defaults)": {"size": 512, "matched_sizes": False,
                                                              "drop_islands": False, "detect_size": 320},
     "384², scan at 640, islands kept": {"size": 384, "matched_sizes": False, "drop_islands": False},
     "384², scan at 640, islands dropped": {"matched_sizes": False},
     "+ 320² for squares up to 192 px (defaults)": {},
+    "defaults + mirror pass (--tta flip)": {"flip": True},
 }
 # The footages: the validation faces as a 720p camera sees them at a desk (200-520 px), and small
 # faces in compressed footage (64-240 px, JPEG quality 50 per frame: a phone clip, a video call).
@@ -324,17 +327,17 @@ def main() -> int:
            "seed": args.seed, "shared": args.shared, "threads": threads, "e2e_frames": e2e_frames,
            "e2e_rounds": 1 if args.quick else args.e2e_rounds,
            "configs": CONFIGS, "footages": {}}
-    aligned: dict[int | None, float] = {}
+    aligned: dict[tuple[int | None, bool], float] = {}
     for foot_name, foot in FOOTAGES.items():
         footage = make_footage(faces, hold, args.seed, foot["sides"], foot["quality"])
         per = {}
         for name, kw in CONFIGS.items():
-            size = kw.get("size")
-            if size not in aligned:
-                aligned[size], auto_whole = aligned_f(faces, threads, size)
+            key = (kw.get("size"), kw.get("flip", False))
+            if key not in aligned:
+                aligned[key], auto_whole = aligned_f(faces, threads, *key)
                 res.setdefault("auto_whole", auto_whole)
             r = run_footage(new_segmenter("face", threads, **kw), footage)
-            r["aligned_f"] = aligned[size]
+            r["aligned_f"] = aligned[key]
             per[name] = r
             print(f"{foot_name} | {name}: {json.dumps(r)}", file=sys.stderr)
         e2e = end_to_end(footage, e2e_frames, threads, 4, {n: ("face", kw) for n, kw in CONFIGS.items()},

@@ -71,7 +71,9 @@ def main() -> None:
     rows = []
     for name, frame in frames.items():
         a = panel(frame, parse(before, frame), f"before (512px, scan 320): {name}")
-        b = panel(frame, parse(after, frame), f"after (defaults, {after.size}px)")
+        labels = parse(after, frame)
+        sizes = [after.size_for(pl) for pl in after.placements(frame)]  # the settled track's square
+        b = panel(frame, labels, f"after (defaults: face parsed at {max(sizes, default=after.size)}px)")
         rows.append(np.hstack([a, np.full((a.shape[0], 6, 3), 255, np.uint8), b]))
     width = max(r.shape[1] for r in rows)
     rows = [cv2.copyMakeBorder(r, 0, 6, 0, width - r.shape[1], cv2.BORDER_CONSTANT, value=(255, 255, 255))
