@@ -44,7 +44,7 @@ class Segmenter:
     fresh), and in auto mode whichever of the two the frame used.
 
     ``flip`` parses each square and its mirror image and averages their class probabilities (left
-    and right eyes, brows and ears swapped back): about 0.01 higher F for twice the inference.
+    and right eyes, brows and ears swapped back): about 0.01 higher F for two inferences per square.
 
     In face and auto modes, ``matched_sizes`` parses a small face at a smaller input size
     (``FACE_SIZE_RULE``; a checkpoint's own backend per size, crops batched per size), and
