@@ -306,8 +306,16 @@ def main() -> int:
     ap.add_argument("--e2e-rounds", type=int, default=5, help="end-to-end runs per configuration, interleaved")
     ap.add_argument("--label", default="after", help="names the result files: faces_<label>")
     ap.add_argument("--shared", action="store_true", help="note that the machine was shared in the result")
+    ap.add_argument("--configs", metavar="I,J", help="only these columns of CONFIGS (1-based, e.g. 4,5)")
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
+    if args.configs:
+        wanted = args.configs.split(",")
+        picked = {n: kw for k, (n, kw) in enumerate(CONFIGS.items(), 1) if str(k) in wanted}
+        if len(picked) != len(set(wanted)):
+            sys.exit(f"bench_faces: --configs takes column numbers 1-{len(CONFIGS)}, not {args.configs}")
+        CONFIGS.clear()
+        CONFIGS.update(picked)
     from msf.paths import data_root
 
     root = data_root()

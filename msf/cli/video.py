@@ -84,7 +84,7 @@ def build_parser():
                         "fresh); auto mode smooths whichever of the two the frame used")
     p.add_argument("--tta", choices=["off", "flip"], default="off",
                    help="test-time augmentation: parse each frame (or face) and its mirror image and average "
-                        "their class probabilities: about 0.01 higher F; parsing takes 2-3x as long on a CPU "
+                        "their class probabilities: about 0.01 higher F for about twice the CPU "
                         "(off: one pass)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="auto: face mode, but a frame that already is a face close-up like the "
