@@ -34,7 +34,9 @@ def main() -> int:
     plain = bf.new_segmenter
 
     def new_segmenter(mode: str, threads: int, **kw):
-        rule = kw.pop("rule")
+        rule = kw.pop("rule", None)  # aligned_f() asks for plain full-mode segmenters
+        if rule is None:
+            return plain(mode, threads, **kw)
         seg = plain(mode, threads, matched_sizes=True, **kw)
         seg.size_rule = rule
         return seg

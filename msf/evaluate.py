@@ -73,7 +73,8 @@ class TestTimeAugment:
 
     @property
     def passes(self) -> int:
-        """Forward passes per image (the cost against a plain run)."""
+        """Forward passes per image at a size where the scales give distinct sizes (the cost
+        against a plain run)."""
         return len(self.scales) * (2 if self.flip else 1)
 
 
@@ -105,7 +106,7 @@ def predict_probs(model: torch.nn.Module, images: list[np.ndarray], size: int, t
     """Class probabilities (N×C×H×W at the images' own size) averaged over ``tta``'s passes."""
     device = torch.device(device)
     h, w = images[0].shape[:2]
-    total = None
+    total, passes = None, 0
     for n in tta.sizes(size):
         x = torch.stack([to_tensor(resize(im, n)) for im in images]).to(device)
         views = [x, x.flip(-1)] if tta.flip else [x]
@@ -117,7 +118,8 @@ def predict_probs(model: torch.nn.Module, images: list[np.ndarray], size: int, t
             if p.shape[-2:] != (h, w):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
             total = p if total is None else total + p
-    return total / tta.passes
+            passes += 1
+    return total / passes
 
 
 def predict_labels(model: torch.nn.Module, images: list[np.ndarray], size: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,17 +59,21 @@ class Face:
         return box_placement(*self.box), False
 
 
+_LOG_LEVEL_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _opencv_quiet() -> Iterator[None]:
     """OpenCV's own log at errors only: OpenCV 5's DNN engine warns on every detector it makes
     ("setPreferableTarget: Targets are not supported by the new graph engine"), which says
     nothing a user can act on."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    with _LOG_LEVEL_LOCK:  # the level is process-wide: two threads must not interleave
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            yield
+        finally:
+            cv2.utils.logging.setLogLevel(level)
 
 
 def _new_yunet(path: Path, size: tuple[int, int], score: float, nms: float):

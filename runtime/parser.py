@@ -135,6 +135,8 @@ class Parser:
             prev = self.probs.get(key)
             if prev is not None and prev.shape == p.shape:
                 p = self.smooth * prev + (1 - self.smooth) * p
+            else:
+                p = p.copy()  # not a view that would keep the whole batch's array alive
             self.probs[key] = p
             out[k] = p.argmax(axis=0)
         return out

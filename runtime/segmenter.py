@@ -43,8 +43,8 @@ class Segmenter:
     whole frame in full mode, per tracked face in its aligned crop in face mode (a new face starts
     fresh), and in auto mode whichever of the two the frame used.
 
-    ``flip`` parses each square and its mirror image and averages their class probabilities (left
-    and right eyes, brows and ears swapped back): about 0.01 higher F for two inferences per square.
+    ``flip`` parses each square and its mirror image and averages their class scores (left and
+    right eyes, brows and ears swapped back): about 0.01 higher F for two inferences per square.
 
     In face and auto modes, ``matched_sizes`` parses a small face at a smaller input size
     (``FACE_SIZE_RULE``; a checkpoint's own backend per size, crops batched per size), and
@@ -210,7 +210,8 @@ class Segmenter:
         self._cur.clear()
 
     def describe(self) -> str:
-        return self.backend.describe()
+        """The backend, and the mirror pass when it runs (the HUD and the run summary show it)."""
+        return self.backend.describe() + (" + mirror pass" if self.parser.flip else "")
 
     def warmup(self, crops: list[np.ndarray]) -> None:
         """Run the backend once on square ``crops`` (blank ones will do) without touching any

@@ -55,11 +55,12 @@ def test_tta_scores_held_out_faces_no_worse(shipped_model, faces_root):
 
 
 def test_eval_cli_tta(faces_root, tmp_path):
-    r = run("msf.cli.eval", "--data", faces_root, "--split", "val", "--limit", "2", "--size", "64",
+    assert TTA_MODES["flip-ms"].sizes(96) == [64, 96, 128]  # so the CLI run below is multi-scale
+    r = run("msf.cli.eval", "--data", faces_root, "--split", "val", "--limit", "2", "--size", "96",
             "--tta", "flip-ms", "--per-class", "--json", tmp_path / "r.json")
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "r.json").read_text())
-    assert res["tta"] == "flip-ms" and res["results"]["64"]["images"] == 2
+    assert res["tta"] == "flip-ms" and res["results"]["96"]["images"] == 2
     bad = run("msf.cli.eval", "--data", faces_root, "--size", "1024", "--tta", "flip-ms")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--tta flip-ms at --size 1024" in bad.stderr
 
@@ -80,6 +81,7 @@ def test_runtime_flip_is_mirror_symmetric_with_left_right_swapped(flip_segmenter
     b = np.stack(flip_segmenter.predict_batch([np.ascontiguousarray(f[:, ::-1]) for f in bgr]))
     assert np.isin(a, [4, 5]).any()
     assert (b != lut[a[:, :, ::-1]]).mean() < 1e-3
+    assert flip_segmenter.describe().endswith("+ mirror pass")  # the HUD and the run summary say so
 
 
 def test_runtime_flip_scores_held_out_faces_no_worse(flip_segmenter, faces_root):
@@ -108,6 +110,14 @@ def test_video_cli_tta_flip(tmp_path):
         vw.write(np.full((64, 96, 3), 40 * i, np.uint8))
     vw.release()
     r = run("msf.cli.video", clip, "--backend", "pytorch", "--size", "64", "--tta", "flip", "--mode", "full",
-            "-o", f"masks:{tmp_path / 'm'}")
+            "-o", f"masks:{tmp_path / 'm'}", "--stats", tmp_path / "s.json")
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "m").glob("*.png"))) == 4
+    assert json.loads((tmp_path / "s.json").read_text())["backend"].endswith("+ mirror pass")
+
+
+def test_averaged_probabilities_sum_to_one_where_scales_coincide(shipped_model, face_pairs):
+    from msf.evaluate import predict_probs
+
+    p = predict_probs(shipped_model, [face_pairs[0][0]], 64, TTA_MODES["flip-ms"])  # 3 scales -> one size
+    assert ((p.sum(1) - 1).abs() < 1e-4).all()

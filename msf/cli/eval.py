@@ -44,7 +44,7 @@ def build_parser():
     p.add_argument("--tta", choices=["off", "flip", "flip-ms"], default="off",
                    help="test-time augmentation, for offline labelling: class probabilities averaged over "
                         "the image and its mirror image (flip: 2 passes), also at 5/6 and 7/6 of the size "
-                        "(flip-ms: 6 passes); off = one pass, what msf-video does")
+                        "(flip-ms: 6 passes); off = one pass, msf-video's default")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
     p.add_argument("--save-masks", metavar="DIR", help="write single-channel palette PNG masks named like the images")
     p.add_argument("--save-overlays", metavar="DIR", help="write colour overlays (JPEG) named like the images")

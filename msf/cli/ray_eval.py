@@ -33,6 +33,8 @@ def eval_on_ray(args: argparse.Namespace) -> int:
     sizes = args.size or [recommended_size(args.ckpt)]
     if len(sizes) > 1:
         raise UsageError("--ray predicts at one input size: give one --size")
+    tta = TTA_MODES[args.tta]
+    check_tta(tta, sizes[0])
     require_ray()
     root = args.data or data_root()
     if root is None:
@@ -42,7 +44,7 @@ def eval_on_ray(args: argparse.Namespace) -> int:
         raise UsageError(f"{root} is labeled: --ray predicts unlabeled images; scoring runs in one process "
                          "(drop --ray)")
     samples = _select(samples, args.split, checkpoint_metadata(args.ckpt))[: args.limit]
-    check_memory(min(args.batch, len(samples)), sizes[0])
+    check_memory(min(args.batch, len(samples)), max(tta.sizes(sizes[0])))
     masks_dir = Path(absolute(args.save_masks)) if args.save_masks else None
     over_dir = Path(absolute(args.save_overlays)) if args.save_overlays else None
     _check_outputs(args, samples, masks_dir, over_dir)
@@ -52,7 +54,6 @@ def eval_on_ray(args: argparse.Namespace) -> int:
                       str(over_dir / f"{s.name}.jpg") if over_dir else None, str(marker_path(first, s.name)))
             for s in samples]
     rs = ray_settings(args)
-    check_tta(TTA_MODES[args.tta], sizes[0])
     settings = {"kind": "eval", "size": sizes[0], "amp": args.amp, "tta": args.tta, "masks": bool(masks_dir),
                 "overlays": bool(over_dir)}
     report = Report("msf-eval", len(rows), "img", stderr=False)

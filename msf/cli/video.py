@@ -31,10 +31,10 @@ examples:
   msf-video input.mp4 -o out.mp4 --stats stats.json --save-masks masks/
   msf-video 0 -o http://:8080                   # webcam, watched live in a browser (loopback only)
   msf-video cam.mp4 --live -o http://0.0.0.0:8080 -o out.mp4   # viewer open to the network, and a file
-  msf-video 0 --show --mode face                # webcam 0, every face cropped and parsed at 512²
+  msf-video 0 --show --mode face                # webcam 0, every face cropped and parsed (384²; small faces 320²)
   msf-video a.mp4 b.mp4 rtsp://cam/stream -o outdir/   # several sources, one batched backend
   msf-video clip.mp4 --model msf.engine         # TensorRT engine (built by msf-export --tensorrt)
-  msf-video input.mp4 --size 256                # 256² model input: inference ~4x faster, F 0.73 vs 0.75
+  msf-video input.mp4 --size 256                # 256² model input: inference ~2x faster, F 0.74 vs 0.77
   msf-video input.mp4 --backend null --stats s.json   # what the pipeline alone costs (no inference)
   msf-video input.mp4 --live --stats s.json     # play the file as a camera would: latency p50/p99
   msf-video clips/*.mp4 -o out/ --ray auto      # on a Ray cluster: a task per file; a rerun skips what is done
@@ -84,8 +84,8 @@ def build_parser():
                         "fresh); auto mode smooths whichever of the two the frame used")
     p.add_argument("--tta", choices=["off", "flip"], default="off",
                    help="test-time augmentation: parse each frame (or face) and its mirror image and average "
-                        "their class probabilities: about 0.01 higher F for about twice the CPU "
-                        "(off: one pass)")
+                        "their class scores (left/right classes swapped back): about 0.01 higher F for about "
+                        "twice the CPU; not on the GPU frame path (off: one pass)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="auto: face mode, but a frame that already is a face close-up like the "
                         "training images (a face whose aligned crop covers the frame, IoU >= 0.5) is parsed "
@@ -101,7 +101,7 @@ def build_parser():
     p.add_argument("--matched-size", action=argparse.BooleanOptionalAction, default=True,
                    help="face/auto mode with a checkpoint: parse a small face (a square of up to 192 px) at 320² "
                         "instead of the default size: about 0.7 of the inference, and as good or better on "
-                        "compressed small faces (--no-matched-size: every face at --size)")
+                        "compressed small faces (--no-matched-size, and the GPU frame path: every face at --size)")
     p.add_argument("--keep-islands", action="store_true",
                    help="face/auto mode: keep labelled regions of a face's crop that touch none of its core "
                         "parts (by default they are dropped: blobs on seats, windows and walls)")
