@@ -28,6 +28,7 @@ import pytest
 
 from msf.errors import run_cli
 from msf.paths import REPO_DIR
+from tests.test_pipeline import _decoded_frames
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'msf[ray]' (the dev extra pulls it)")
 
@@ -80,15 +81,6 @@ def _clip(path: Path, n: int, w: int = 320, h: int = 180) -> Path:
     return path
 
 
-def _frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -128,7 +120,7 @@ def test_video_files_match_one_process_and_a_corrupt_file_fails_alone(cluster, t
     for name in masks:  # bit for bit
         assert (tmp_path / "one_m" / name).read_bytes() == (tmp_path / "ray_m" / name).read_bytes(), name
     assert _visible(tmp_path / "ray") == ["c0.mp4", "c1.mp4"]
-    assert [_frames(tmp_path / "ray" / f"c{k}.mp4") for k in range(2)] == [6, 8]
+    assert [_decoded_frames(tmp_path / "ray" / f"c{k}.mp4") for k in range(2)] == [6, 8]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["counts"]["done"] == 2 and report["counts"]["failed"] == 1
     # the same command again: the two done are skipped, the bad one fails again
@@ -187,7 +179,7 @@ def _check_complete(tmp_path: Path, clips: int, frames: int) -> list[dict]:
     """Every output once: each video with every frame, every mask, a marker each, nothing else."""
     assert _visible(tmp_path / "out") == [f"c{k}.mp4" for k in range(clips)]
     assert _visible(tmp_path / "masks") == [f"c{k}_{i:06d}.png" for k in range(clips) for i in range(frames)]
-    assert [_frames(tmp_path / "out" / f"c{k}.mp4") for k in range(clips)] == [frames] * clips
+    assert [_decoded_frames(tmp_path / "out" / f"c{k}.mp4") for k in range(clips)] == [frames] * clips
     done = tmp_path / "out" / ".msf-done"
     assert sorted(p.name for p in done.iterdir()) == [f"c{k}.mp4.json" for k in range(clips)]
     return [json.loads(p.read_text()) for p in sorted(done.iterdir())]

@@ -13,6 +13,7 @@ from msf.errors import UsageError
 from msf.evaluate import NO_TTA, TTA_MODES, check_tta, evaluate_pairs, predict_labels
 from msf.labels import flip_lut
 from tests.test_cli import run
+from tests.test_outputs_safe import _clip
 
 
 def test_cli_choices_are_the_modes():
@@ -102,13 +103,7 @@ def test_runtime_flip_scores_held_out_faces_no_worse(flip_segmenter, faces_root)
 
 
 def test_video_cli_tta_flip(tmp_path):
-    import cv2
-
-    clip = tmp_path / "in.mp4"
-    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
-    for i in range(4):
-        vw.write(np.full((64, 96, 3), 40 * i, np.uint8))
-    vw.release()
+    clip = _clip(tmp_path / "in.mp4", n=4)
     r = run("msf.cli.video", clip, "--backend", "pytorch", "--size", "64", "--tta", "flip", "--mode", "full",
             "-o", f"masks:{tmp_path / 'm'}", "--stats", tmp_path / "s.json")
     assert r.returncode == 0, r.stderr
